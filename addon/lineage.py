@@ -1,0 +1,134 @@
+"""Tamper evidence: each session is a hash chain over its events (DESIGN.md §5).
+
+``lineage_hash = "sha256:" + hex(sha256(prev_hash || canonical_bytes(event)))``. The canonical
+bytes are a msgpack array of every stored column except ``lineage_hash``, in column order, with the
+timestamp as integer microseconds and JSON columns re-encoded with sorted keys, so that the same
+bytes come out of the proxy's Struct and out of a row read back from PostgreSQL. The first event's
+``prev_hash`` is ``"sha256:" + hex(sha256(session_id))``.
+
+Pure code: used by the proxy (to chain) and by the API (to verify), importing neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from addon.event import COLUMNS, JSON_COLUMNS, Event
+
+_HASHED = tuple(c for c in COLUMNS if c != "lineage_hash")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_msgpack = msgspec.msgpack.Encoder()
+_json_sorted = msgspec.json.Encoder(order="sorted")
+
+
+def genesis(session_id: str) -> str:
+    return "sha256:" + hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _micros(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def canonical_bytes(values: Mapping[str, Any]) -> bytes:
+    """The fixed-order encoding of one event's stored fields (all but lineage_hash)."""
+    out: list[Any] = []
+    for name in _HASHED:
+        v = values[name]
+        if name == "timestamp":
+            v = _micros(v)
+        elif name in JSON_COLUMNS and v is not None:
+            v = _json_sorted.encode(v)
+        elif name == "pii_types" and v is not None:
+            v = list(v)
+        out.append(v)
+    return _msgpack.encode(out)
+
+
+def link(prev_hash: str, values: Mapping[str, Any]) -> str:
+    h = hashlib.sha256(prev_hash.encode())
+    h.update(canonical_bytes(values))
+    return "sha256:" + h.hexdigest()
+
+
+def event_values(ev: Event) -> dict[str, Any]:
+    return {name: getattr(ev, name) for name in COLUMNS}
+
+
+class Chain:
+    """Per-session chain heads kept by one proxy; ``seal`` sets seq, prev_hash, lineage_hash."""
+
+    __slots__ = ("_heads",)
+
+    def __init__(self) -> None:
+        self._heads: dict[str, tuple[int, str]] = {}
+
+    def seal(self, ev: Event) -> Event:
+        seq, prev = self._heads.get(ev.session_id, (0, ""))
+        ev.seq = seq + 1
+        ev.prev_hash = prev or genesis(ev.session_id)
+        ev.lineage_hash = link(ev.prev_hash, event_values(ev))
+        self._heads[ev.session_id] = (ev.seq, ev.lineage_hash)
+        return ev
+
+    def resume(self, session_id: str, seq: int, head_hash: str) -> None:
+        """Continue a chain whose head was read from the database (after a restart)."""
+        self._heads[session_id] = (seq, head_hash)
+
+    def forget(self, session_id: str) -> None:
+        self._heads.pop(session_id, None)
+
+
+class Verdict(msgspec.Struct, kw_only=True):
+    """The outcome of verifying one session's chain."""
+
+    session_id: str
+    valid: bool
+    events_checked: int
+    broken_event_id: str | None = None
+    broken_seq: int | None = None
+    reason: str | None = None
+    head_hash: str | None = None
+
+
+def verify(session_id: str, rows: Iterable[Mapping[str, Any]]) -> Verdict:
+    """Recompute a session's chain from database rows alone, in ``seq`` order.
+
+    Every row's hash is recomputed from its stored columns (so a changed column shows), and its
+    ``prev_hash`` must be the genesis hash or the ``lineage_hash`` of an earlier row (a DAG:
+    concurrent writers may fork a chain). The first row that fails is named.
+    """
+    ordered = sorted(rows, key=lambda r: (r["seq"], r["id"]))
+    seen: set[str] = {genesis(session_id)}
+    head: str | None = None
+    for n, row in enumerate(ordered, start=1):
+        if row["session_id"] != session_id:
+            return _broken(session_id, n, row, "row belongs to another session")
+        expected = link(row["prev_hash"], row)
+        if expected != row["lineage_hash"]:
+            return _broken(
+                session_id, n, row, "lineage_hash does not match the row's contents (altered)"
+            )
+        if row["prev_hash"] not in seen:
+            return _broken(
+                session_id, n, row, "prev_hash links to no earlier event (missing or reordered)"
+            )
+        seen.add(row["lineage_hash"])
+        head = row["lineage_hash"]
+    return Verdict(session_id=session_id, valid=True, events_checked=len(ordered), head_hash=head)
+
+
+def _broken(session_id: str, n: int, row: Mapping[str, Any], reason: str) -> Verdict:
+    return Verdict(
+        session_id=session_id,
+        valid=False,
+        events_checked=n,
+        broken_event_id=row["id"],
+        broken_seq=row["seq"],
+        reason=reason,
+    )

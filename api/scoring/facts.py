@@ -1,0 +1,389 @@
+"""Facts about one action: the vocabulary the rules are written against.
+
+Verb classes and their base risk (the first factor of the intrinsic score):
+
+    class      base  verbs (last recognised word of the action's verb wins: "pr.create" → create)
+    read          5  read get list search query view fetch describe find lookup show browse …
+    write        15  write update create put patch edit modify insert save append commit push …
+    send         20  send post publish share email notify message forward reply invite upload …
+    export       25  export download dump backup sync copy transfer extract replicate
+    delete       30  delete remove drop destroy purge truncate wipe erase terminate kill reset
+    deploy       35  deploy release rollout migrate restart scale provision configure
+    execute      40  execute exec run eval invoke shell spawn script
+    privilege    40  authorize grant escalate impersonate elevate approve assume sudo revoke
+    install      40  install uninstall plugin load register
+    unknown      12  anything else (and confidence drops)
+
+Target scope (sensitivity_level): 0 → 0.8, 1 → 1.0, 2 → 1.3, 3 → 1.7, 4 → 2.2, absent → 1.0.
+MCP trust: no MCP context 1.0; verified local (stdio) 1.0; verified remote 1.1; verification
+unknown 1.2 (local) / 1.3 (remote); unverified local 1.3; unverified remote 1.5.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from api.scoring.fields import FieldClassifier, words
+from api.scoring.models import ActionEvent, HistoryFacts
+
+VERB_BASE: dict[str, float] = {
+    "read": 5.0,
+    "write": 15.0,
+    "send": 20.0,
+    "export": 25.0,
+    "delete": 30.0,
+    "deploy": 35.0,
+    "execute": 40.0,
+    "privilege": 40.0,
+    "install": 40.0,
+    "unknown": 12.0,
+}
+
+_VERBS: dict[str, tuple[str, ...]] = {
+    "read": (
+        "read get list search query view fetch describe find lookup show browse head select "
+        "watch stat count inspect scan poll retrieve lookup open check status diff"
+    ).split(),
+    "write": (
+        "write update create put patch edit modify insert save append commit push set rename "
+        "move tag label comment merge upsert add assign schedule close reopen archive"
+    ).split(),
+    "send": "send post publish share email notify message forward reply invite upload tweet".split(),
+    "export": "export download dump backup sync copy transfer extract replicate".split(),
+    "delete": (
+        "delete remove drop destroy purge truncate wipe erase terminate kill reset overwrite"
+    ).split(),
+    "deploy": "deploy release rollout migrate restart scale provision configure apply".split(),
+    "execute": "execute exec run eval invoke shell spawn script call".split(),
+    "privilege": (
+        "authorize grant escalate impersonate elevate approve assume sudo revoke chmod chown"
+    ).split(),
+    "install": "install uninstall plugin load register".split(),
+}
+VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VERBS.items() for w in ws}
+
+SCOPE_FACTOR: dict[int, float] = {0: 0.8, 1: 1.0, 2: 1.3, 3: 1.7, 4: 2.2}
+
+_REMOTE_TRANSPORTS = frozenset({"sse", "http", "https", "streamable-http", "streamable_http", "ws"})
+_REMOTE_TRANSPORTS |= {"websocket", "websockets", "remote", "tcp"}
+
+# Words in an action's scope or a target's resource type that tell what data it holds, so that
+# "db:customers:export" with no field list still counts as personal data.
+_SCOPE_CLASSES: dict[str, str] = {
+    **dict.fromkeys(
+        "customer customers user users contact contacts crm hr employee employees people "
+        "person profiles profile members subscribers leads".split(),
+        "pii",
+    ),
+    **dict.fromkeys(
+        "patient patients ehr emr fhir medical clinical health phi hl7 pharmacy".split(), "health"
+    ),
+    **dict.fromkeys(
+        "billing payment payments stripe card cards ledger accounting bank banking payroll "
+        "invoices invoice finance treasury".split(),
+        "financial",
+    ),
+    **dict.fromkeys(
+        "secret secrets vault credentials credential kms iam keychain passwords keyring "
+        "secretsmanager ssm".split(),
+        "auth",
+    ),
+    **dict.fromkeys("legal contracts contract litigation".split(), "legal"),
+}
+
+_EGRESS_DOMAINS = frozenset(
+    "http https web net email smtp mail slack teams discord webhook sms ftp sftp browser "
+    "twitter social pastebin gist".split()
+)
+_EXTERNAL_WORDS = frozenset("external public personal thirdparty partner pastebin gist".split())
+_PROD_RE = re.compile(r"(?:^|[^a-z])(prod|production|live|prd)(?:$|[^a-z])")
+_DESTINATION_KEYS = frozenset(
+    "url uri endpoint webhook webhook_url destination dest to recipient recipients target_url "
+    "bucket host channel email address upload_url".split()
+)
+_INTERNAL_HOST_RE = re.compile(
+    r"(localhost|127\.0\.0\.1|\.internal\b|\.local\b|\.corp\b|\.lan\b|//10\.|//192\.168\.)"
+)
+_COUNT_KEYS = frozenset(
+    "limit count rows records max_results page_size batch_size size top n max_rows".split()
+)
+_BULK_WORDS = frozenset("bulk all full dump everything entire".split())
+BULK_THRESHOLD = 1000
+
+_DESTRUCTIVE_RE = re.compile(
+    r"\b(drop\s+(table|database|schema)|truncate\s+table|delete\s+from\s+\w+\s*(;|$)|rm\s+-[a-z]*r"
+    r"[a-z]*f|rm\s+-[a-z]*f[a-z]*r|mkfs|dd\s+if=|--force\b|force[_ ]push|git\s+push\s+-f)",
+    re.IGNORECASE,
+)
+_SHELL_RE = re.compile(
+    r"(\$\(|`|&&|\|\||;\s*\w|\|\s*(sh|bash|zsh|python|perl)\b|curl\s+[^|]*\|"
+    r"|wget\s|nc\s+-|/dev/tcp/|base64\s+-d)",
+    re.IGNORECASE,
+)
+_INJECTION_RE = re.compile(
+    r"(ignore\s+(all\s+)?(previous|prior|above)\s+instructions|disregard\s+(the\s+)?"
+    r"(previous|system)|you\s+are\s+now\b|system\s+prompt|reveal\s+your\s+(instructions|prompt)"
+    r"|</?system>|jailbreak|do\s+anything\s+now)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE_RE = re.compile(
+    r"(AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_\-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpors]-[A-Za-z0-9-]"
+    r"{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.)"
+)
+_APPROVAL_KEYS = frozenset("approved_by approval_id human_approved approval_ticket".split())
+_TEXT_SCAN_LIMIT = 4096  # parameters can be large; the patterns we look for show up early
+
+
+class FactKind(StrEnum):
+    """The type of a fact, which decides the operators a condition may use on it."""
+
+    STR = "str"
+    NUM = "num"
+    BOOL = "bool"
+    SET = "set"
+    SEQ = "seq"
+    FLAG = "flag"  # asserted by a rule; False until then
+
+
+# Every fact the engine derives from an event and its history. Rules may only name these or
+# flags that some rule asserts; anything else is a load error.
+BASE_FACTS: dict[str, FactKind] = {
+    "action": FactKind.STR,
+    "domain": FactKind.STR,
+    "scope": FactKind.STR,
+    "verb": FactKind.STR,
+    "verb_word": FactKind.STR,
+    "verb_class": FactKind.STR,
+    "data_classes": FactKind.SET,
+    "field_names": FactKind.SET,
+    "data_weight": FactKind.NUM,
+    "field_count": FactKind.NUM,
+    "sensitive_field_count": FactKind.NUM,
+    "unclassified_field_count": FactKind.NUM,
+    "sensitivity": FactKind.NUM,
+    "resource_type": FactKind.STR,
+    "resource_id": FactKind.STR,
+    "is_production": FactKind.BOOL,
+    "mcp_present": FactKind.BOOL,
+    "mcp_verified": FactKind.BOOL,
+    "mcp_transport": FactKind.STR,
+    "mcp_remote": FactKind.BOOL,
+    "mcp_server": FactKind.STR,
+    "tool_name": FactKind.STR,
+    "agent_identified": FactKind.BOOL,
+    "agent_type": FactKind.STR,
+    "user_present": FactKind.BOOL,
+    "prior_actions": FactKind.SEQ,
+    "prior_verb_classes": FactKind.SET,
+    "prior_data_classes": FactKind.SET,
+    "egress": FactKind.BOOL,
+    "network_call": FactKind.BOOL,
+    "external_destination": FactKind.BOOL,
+    "record_count": FactKind.NUM,
+    "bulk": FactKind.BOOL,
+    "param_keys": FactKind.SET,
+    "params_destructive": FactKind.BOOL,
+    "params_shell": FactKind.BOOL,
+    "params_injection": FactKind.BOOL,
+    "params_secret_value": FactKind.BOOL,
+    "human_approved": FactKind.BOOL,
+    "dry_run": FactKind.BOOL,
+    "history_known": FactKind.BOOL,
+    "first_use_of_server": FactKind.BOOL,
+    "first_use_of_resource": FactKind.BOOL,
+    "rate_vs_baseline": FactKind.NUM,
+    "hour_utc": FactKind.NUM,
+}
+
+Facts = dict[str, Any]
+
+
+def verb_class_of(verb: str) -> tuple[str, str]:
+    """(recognised verb word, class) of an action's verb part; the last known word wins."""
+    ws = words(verb)
+    for w in reversed(ws):
+        cls = VERB_CLASS.get(w)
+        if cls is not None:
+            return w, cls
+    return (ws[-1] if ws else verb), "unknown"
+
+
+def mcp_trust(event: ActionEvent) -> float:
+    """The MCP trust factor (> 1 for unverified servers and remote transports)."""
+    mcp = event.mcp_context
+    if mcp is None:
+        return 1.0
+    remote = (mcp.transport or "").lower() in _REMOTE_TRANSPORTS
+    if mcp.is_verified is True:
+        return 1.1 if remote else 1.0
+    if mcp.is_verified is None:
+        return 1.3 if remote else 1.2
+    return 1.5 if remote else 1.3
+
+
+def scope_classes(scope: str) -> set[str]:
+    """Data classes implied by the words of a scope or resource type."""
+    return {c for w in words(scope) if (c := _SCOPE_CLASSES.get(w)) is not None}
+
+
+def _iter_strings(value: Any, budget: list[int]) -> Iterable[str]:
+    """Yield string leaves of a parameter tree until `budget[0]` characters have been seen."""
+    if budget[0] <= 0:
+        return
+    if isinstance(value, str):
+        budget[0] -= len(value)
+        yield value[:_TEXT_SCAN_LIMIT]
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _iter_strings(v, budget)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _iter_strings(v, budget)
+
+
+def _record_count(params: dict[str, Any]) -> int | None:
+    best: int | None = None
+    for key, value in params.items():
+        if key.lower() in _COUNT_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            best = value if best is None else max(best, value)
+    return best
+
+
+def _external_destination(params: dict[str, Any], scope_words: set[str]) -> bool:
+    if scope_words & _EXTERNAL_WORDS:
+        return True
+    for key, value in params.items():
+        if key.lower() not in _DESTINATION_KEYS or not isinstance(value, str):
+            continue
+        if ("://" in value or "@" in value) and not _INTERNAL_HOST_RE.search(value):
+            return True
+    return False
+
+
+def _utc_hour(ts: datetime | None) -> int | None:
+    if ts is None:
+        return None
+    return (ts.astimezone(UTC) if ts.tzinfo else ts).hour
+
+
+def extract_facts(
+    event: ActionEvent, history: HistoryFacts | None, classifier: FieldClassifier
+) -> Facts:
+    """Derive every base fact from an event and the agent's history. Pure and deterministic."""
+    domain, scope, verb = event.action.split(":", 2)
+    domain = domain.lower()
+    verb_word, verb_cls = verb_class_of(verb)
+
+    field_names: set[str] = set()
+    data_classes: set[str] = set()
+    unclassified = sensitive = 0
+    for item in event.data_fields_accessed:
+        name, cls = classifier.classify_field(item)
+        field_names.add(name)
+        if cls is None:
+            unclassified += 1
+        else:
+            data_classes.add(cls)
+            if cls not in ("public", "internal"):
+                sensitive += 1
+    target = event.target
+    resource_type = target.resource_type if target else None
+    resource_id = target.resource_id if target else None
+    implied = scope_classes(scope) | scope_classes(resource_type or "")
+    data_classes |= implied
+    data_weight = max((classifier.weight(c) for c in data_classes), default=1.0)
+
+    recent = history.recent_actions if history else []
+    prior = [*recent, *event.preceding_actions]
+    prior_verbs: set[str] = set()
+    prior_data: set[str] = set()
+    for act in prior:
+        parts = act.split(":", 2)
+        if len(parts) == 3:
+            prior_verbs.add(verb_class_of(parts[2])[1])
+            prior_data |= scope_classes(parts[1])
+
+    params = event.parameters
+    param_keys = {k.lower() for k in params}
+    budget = [4 * _TEXT_SCAN_LIMIT]
+    destructive = shell = injection = secret_value = False
+    for text in _iter_strings(params, budget):
+        destructive = destructive or bool(_DESTRUCTIVE_RE.search(text))
+        shell = shell or bool(_SHELL_RE.search(text))
+        injection = injection or bool(_INJECTION_RE.search(text))
+        secret_value = secret_value or bool(_SECRET_VALUE_RE.search(text))
+    for key, value in params.items():
+        # A "force": true flag is as destructive as "--force" on a command line.
+        if key.lower() == "force" and value is True:
+            destructive = True
+
+    scope_words = set(words(scope))
+    network = domain in _EGRESS_DOMAINS
+    egress = verb_cls in ("send", "export") or (network and verb_cls not in ("read", "unknown"))
+    count = _record_count(params)
+    bulk = (
+        (count is not None and count >= BULK_THRESHOLD)
+        or bool(scope_words & _BULK_WORDS)
+        or bool(set(words(verb)) & _BULK_WORDS)
+        or any(params.get(k) is True for k in ("all", "all_records", "full_export"))
+    )
+    env_text = " ".join(
+        str(x).lower()
+        for x in (scope, resource_id, params.get("environment"), params.get("env"))
+        if isinstance(x, str)
+    )
+    mcp = event.mcp_context
+    transport = (mcp.transport or "").lower() if mcp and mcp.transport else None
+    session = event.session
+    agent = event.agent
+    return {
+        "action": event.action,
+        "domain": domain,
+        "scope": scope.lower(),
+        "verb": verb.lower(),
+        "verb_word": verb_word,
+        "verb_class": verb_cls,
+        "data_classes": data_classes,
+        "field_names": field_names,
+        "data_weight": data_weight,
+        "field_count": len(event.data_fields_accessed),
+        "sensitive_field_count": sensitive,
+        "unclassified_field_count": unclassified,
+        "sensitivity": target.sensitivity_level if target else None,
+        "resource_type": resource_type.lower() if resource_type else None,
+        "resource_id": resource_id,
+        "is_production": bool(_PROD_RE.search(env_text)),
+        "mcp_present": mcp is not None,
+        "mcp_verified": mcp.is_verified if mcp else None,
+        "mcp_transport": transport,
+        "mcp_remote": transport in _REMOTE_TRANSPORTS if transport else False,
+        "mcp_server": (mcp.server_id or mcp.server_name) if mcp else None,
+        "tool_name": mcp.tool_name if mcp else None,
+        "agent_identified": bool(agent and agent.agent_id),
+        "agent_type": agent.agent_type if agent else None,
+        "user_present": bool(session and session.user_id),
+        "prior_actions": prior,
+        "prior_verb_classes": prior_verbs,
+        "prior_data_classes": prior_data,
+        "egress": egress,
+        "network_call": network,
+        "external_destination": _external_destination(params, scope_words),
+        "record_count": count,
+        "bulk": bulk,
+        "param_keys": param_keys,
+        "params_destructive": destructive,
+        "params_shell": shell,
+        "params_injection": injection,
+        "params_secret_value": secret_value,
+        "human_approved": any(v for k, v in params.items() if k.lower() in _APPROVAL_KEYS),
+        "dry_run": params.get("dry_run") is True,
+        "history_known": history is not None,
+        "first_use_of_server": history.first_use_of_server if history else None,
+        "first_use_of_resource": history.first_use_of_resource if history else None,
+        "rate_vs_baseline": history.rate_vs_baseline if history else None,
+        "hour_utc": _utc_hour(event.timestamp),
+    }
