@@ -417,7 +417,7 @@ def _compile_list_condition(f: str, op: str, x: object) -> _Test:
 
         def contains(get: _Getter) -> bool:
             v = get(f)
-            return isinstance(v, list | tuple | set | frozenset) and x in v
+            return x in v if v else False
 
         return contains
     if op == "regex":

@@ -93,7 +93,9 @@ class Spool:
                 magic, length, crc = _HEADER.unpack(header)
                 payload = f.read(length)
                 if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
-                    log.error("spool %s: corrupt record at byte %d; skipping to the end", self.path, pos)
+                    log.error(
+                        "spool %s: corrupt record at byte %d; skipping to the end", self.path, pos
+                    )
                     self.torn_records += 1
                     pos = end
                     self.commit(pos)

@@ -19,12 +19,13 @@ Nothing leaves this module silently.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import msgspec
@@ -165,7 +166,9 @@ class BatchWriter:
         self._next_retry = 0.0
         self._next_maintenance = 0.0
         self._partitions_ok: set[date] = set()
-        self.stats = WriterStats(depth=self._buf.__len__, spool_bytes=lambda: self.spool.pending_bytes)
+        self.stats = WriterStats(
+            depth=self._buf.__len__, spool_bytes=lambda: self.spool.pending_bytes
+        )
 
     # -- producer side (any thread; never blocks, never does network I/O) ---------------------
 
@@ -297,10 +300,8 @@ class BatchWriter:
 
     def _close_conn(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None
 
     def _lost(self, e: BaseException) -> None:
@@ -336,18 +337,20 @@ class BatchWriter:
         except psycopg.Error as e:
             log.error("partition maintenance failed: %s", e)
 
-    def _ensure_partitions_for(self, conn: psycopg.Connection[tuple[object, ...]], batch: Iterable[Event]) -> None:
+    def _ensure_partitions_for(
+        self, conn: psycopg.Connection[tuple[object, ...]], batch: Iterable[Event]
+    ) -> None:
         days = {ev.timestamp.astimezone(UTC).date() for ev in batch}
         missing = days - self._partitions_ok
         if not missing:
             return
         with conn.transaction():
-            conn.execute(
-                "SELECT govrix_ensure_partitions(%s, %s)", (min(missing), max(missing))
-            )
+            conn.execute("SELECT govrix_ensure_partitions(%s, %s)", (min(missing), max(missing)))
         self._partitions_ok.update(missing)
 
-    def _copy(self, cur: psycopg.Cursor[tuple[object, ...]], statement: str, batch: list[Event]) -> None:
+    def _copy(
+        self, cur: psycopg.Cursor[tuple[object, ...]], statement: str, batch: list[Event]
+    ) -> None:
         astuple = msgspec.structs.astuple
         with cur.copy(statement) as copy:
             copy.set_types(PG_TYPES)
@@ -389,7 +392,14 @@ class BatchWriter:
         for ev in batch:
             h = heads.get(ev.session_id)
             if h is None:
-                heads[ev.session_id] = [ev.agent_id, ev.timestamp, ev.timestamp, 1, ev.seq, ev.lineage_hash]
+                heads[ev.session_id] = [
+                    ev.agent_id,
+                    ev.timestamp,
+                    ev.timestamp,
+                    1,
+                    ev.seq,
+                    ev.lineage_hash,
+                ]
                 continue
             h[3] = int(h[3]) + 1  # type: ignore[call-overload]
             if ev.timestamp < h[1]:  # type: ignore[operator]
@@ -398,9 +408,8 @@ class BatchWriter:
                 h[2] = ev.timestamp
             if ev.seq > h[4]:  # type: ignore[operator]
                 h[4], h[5] = ev.seq, ev.lineage_hash
-        ids = list(heads)
-        cols = list(zip(*heads.values(), strict=True)) if heads else [[]] * 6
-        cur.execute(_UPSERT_SESSIONS, (ids, *[list(c) for c in cols]))
+        cols: list[list[object]] = [list(c) for c in zip(*heads.values(), strict=True)]
+        cur.execute(_UPSERT_SESSIONS, (list(heads), *cols))
         max_id = max(ev.id for ev in batch)
         cur.execute("SELECT pg_notify('govrix_events', %s)", (max_id,))
 
@@ -412,7 +421,9 @@ class BatchWriter:
             self.spool.commit(end)
         return True
 
-    def _replay_batch(self, conn: psycopg.Connection[tuple[object, ...]], batch: list[Event], *, replay: bool) -> bool:
+    def _replay_batch(
+        self, conn: psycopg.Connection[tuple[object, ...]], batch: list[Event], *, replay: bool
+    ) -> bool:
         """Insert through the staging table, skipping rows already present (idempotent)."""
         try:
             self._ensure_partitions_for(conn, batch)
@@ -495,7 +506,9 @@ class BatchWriter:
 
     def _deadletter(self, ev: Event, why: str) -> None:
         self.stats.rejected += 1
-        log.error("event %s rejected by PostgreSQL: %s (kept in %s)", ev.id, why, self.deadletter_path)
+        log.error(
+            "event %s rejected by PostgreSQL: %s (kept in %s)", ev.id, why, self.deadletter_path
+        )
         try:
             with open(self.deadletter_path, "ab") as f:
                 f.write(msgspec.json.encode({"error": why, "event": ev}) + b"\n")
@@ -511,12 +524,4 @@ class BatchWriter:
                 log.exception("on_commit callback failed")
 
 
-def default_spool_dir() -> Path:
-    return Path(".govrix") / "spool"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-__all__ = ["AgentSighting", "BatchWriter", "WriterStats", "default_spool_dir", "timedelta", "utcnow"]
+__all__ = ["AgentSighting", "BatchWriter", "WriterStats"]

@@ -30,9 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _load_schema(host: str, port: int, user: str, dbname: str, password: str, **_: Any) -> None:
-    migrate.apply(psycopg.conninfo.make_conninfo(
-        host=host, port=port, user=user, dbname=dbname, password=password
-    ))
+    migrate.apply(
+        psycopg.conninfo.make_conninfo(
+            host=host, port=port, user=user, dbname=dbname, password=password
+        )
+    )
 
 
 postgresql_noproc = factories.postgresql_noproc(load=[_load_schema])

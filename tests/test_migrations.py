@@ -33,9 +33,10 @@ def test_apply_on_empty_database(dsn: str, db: psycopg.Connection[Any]) -> None:
                 "SELECT value FROM govrix_settings WHERE key = 'events_storage'"
             ).fetchone()
             assert storage == ("partitioned",)
-            idx = {r[0] for r in conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE tablename = 'events'"
-            )}
+            idx = {
+                r[0]
+                for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'events'")
+            }
             assert {"events_agent_ts_idx", "events_session_ts_idx", "events_ts_brin_idx"} <= idx
     finally:
         db.execute("DROP DATABASE govrix_empty_probe WITH (FORCE)")

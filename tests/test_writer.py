@@ -16,18 +16,22 @@ import pytest
 from addon.spool import Spool
 from addon.writer import AgentSighting, BatchWriter
 from scripts import migrate, pgembed
-from tests.factories import fetch_events, make_events
+from scripts.fakedata import fetch_events, make_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def count(conn: psycopg.Connection[Any], sql: str = "SELECT count(*), count(DISTINCT id) FROM events") -> tuple[Any, ...]:
+def count(
+    conn: psycopg.Connection[Any], sql: str = "SELECT count(*), count(DISTINCT id) FROM events"
+) -> tuple[Any, ...]:
     row = conn.execute(sql).fetchone()
     assert row is not None
     return tuple(row)
 
 
-def test_10k_events_arrive_exactly_once_field_for_field(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_10k_events_arrive_exactly_once_field_for_field(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     events = make_events(10_000)
     w = BatchWriter(dsn, tmp_path).start()
     for ev in events:
@@ -38,9 +42,18 @@ def test_10k_events_arrive_exactly_once_field_for_field(dsn: str, db: psycopg.Co
     stored = fetch_events(db)
     assert stored == sorted(events, key=lambda e: e.id)
     s = w.stats
-    assert (s.enqueued, s.written, s.spooled, s.replayed, s.dropped, s.rejected) == (10_000, 10_000, 0, 0, 0, 0)
+    assert (s.enqueued, s.written, s.spooled, s.replayed, s.dropped, s.rejected) == (
+        10_000,
+        10_000,
+        0,
+        0,
+        0,
+        0,
+    )
     # sessions table carries each chain's head and counters
-    heads = {r[0]: r[1:] for r in db.execute("SELECT id, event_count, head_seq, head_hash FROM sessions")}
+    heads = {
+        r[0]: r[1:] for r in db.execute("SELECT id, event_count, head_seq, head_hash FROM sessions")
+    }
     for sid in {e.session_id for e in events}:
         mine = [e for e in events if e.session_id == sid]
         last = max(mine, key=lambda e: e.seq)
@@ -61,7 +74,9 @@ def test_notify_after_commit_carries_max_id(dsn: str, tmp_path: Path) -> None:
     assert max(payloads) == max(e.id for e in events)
 
 
-def test_full_buffer_spills_to_spool_without_blocking(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_full_buffer_spills_to_spool_without_blocking(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     w = BatchWriter(dsn, tmp_path, capacity=100)  # not started: nothing drains
     events = make_events(250)
     t0 = time.perf_counter()
@@ -76,7 +91,9 @@ def test_full_buffer_spills_to_spool_without_blocking(dsn: str, db: psycopg.Conn
     assert (w.stats.written, w.stats.replayed, w.stats.dropped) == (100, 150, 0)
 
 
-def test_replay_is_idempotent_when_a_batch_committed_before_the_break(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_replay_is_idempotent_when_a_batch_committed_before_the_break(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     events = make_events(300)
     w = BatchWriter(dsn, tmp_path).start()
     for ev in events[:200]:
@@ -109,7 +126,9 @@ def test_torn_spool_tail_is_cut_and_counted(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_rejected_row_goes_to_dead_letter_not_the_floor(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_rejected_row_goes_to_dead_letter_not_the_floor(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     events = make_events(50)
     events[10].direction = "sideways"  # violates the CHECK constraint
     w = BatchWriter(dsn, tmp_path).start()
@@ -123,30 +142,44 @@ def test_rejected_row_goes_to_dead_letter_not_the_floor(dsn: str, db: psycopg.Co
     assert len(dead) == 1 and events[10].id in dead[0]
 
 
-def test_agents_are_registered_without_touching_status(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_agents_are_registered_without_touching_status(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     now = datetime.now(UTC)
     w = BatchWriter(dsn, tmp_path).start()
     w.sight_agent(AgentSighting("agt_a", "billing-agent", "10.0.0.5", "proxy_auth", now))
     assert w.flush(10)
     db.execute("UPDATE agents SET status = 'blocked' WHERE id = 'agt_a'")
-    w.sight_agent(AgentSighting("agt_a", "billing-agent", "10.0.0.6", "proxy_auth", now + timedelta(seconds=5)))
+    w.sight_agent(
+        AgentSighting(
+            "agt_a", "billing-agent", "10.0.0.6", "proxy_auth", now + timedelta(seconds=5)
+        )
+    )
     assert w.flush(10)
     w.stop()
-    row = db.execute("SELECT status, source_ip, last_seen_at FROM agents WHERE id = 'agt_a'").fetchone()
+    row = db.execute(
+        "SELECT status, source_ip, last_seen_at FROM agents WHERE id = 'agt_a'"
+    ).fetchone()
     assert row is not None
     assert row[0] == "blocked" and row[1] == "10.0.0.6" and row[2] == now + timedelta(seconds=5)
 
 
 # -- partitions ---------------------------------------------------------------------------------
 
+
 def partitions(db: psycopg.Connection[Any]) -> list[str]:
-    return [r[0] for r in db.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
-    )]
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+        )
+    ]
 
 
-def test_yesterday_today_tomorrow_and_an_old_day(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_yesterday_today_tomorrow_and_an_old_day(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     now = datetime.now(UTC)
     batches = [make_events(20, start=now + timedelta(days=d), seed=d + 50) for d in (-1, 0, 1, -40)]
     w = BatchWriter(dsn, tmp_path).start()
@@ -160,9 +193,14 @@ def test_yesterday_today_tomorrow_and_an_old_day(dsn: str, db: psycopg.Connectio
     assert old_day in partitions(db), "a partition is created on demand for an old day"
 
 
-def test_retention_drops_only_partitions_older_than_n_days(dsn: str, db: psycopg.Connection[Any]) -> None:
+def test_retention_drops_only_partitions_older_than_n_days(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
     today = datetime.now(UTC).date()
-    db.execute("SELECT govrix_ensure_partitions(%s, %s)", (today - timedelta(days=12), today + timedelta(days=2)))
+    db.execute(
+        "SELECT govrix_ensure_partitions(%s, %s)",
+        (today - timedelta(days=12), today + timedelta(days=2)),
+    )
     before = partitions(db)
     dropped = [r[0] for r in db.execute("SELECT govrix_drop_partitions_older_than(7)")]
     after = partitions(db)
@@ -174,6 +212,7 @@ def test_retention_drops_only_partitions_older_than_n_days(dsn: str, db: psycopg
 
 
 # -- a real outage: the database is stopped mid-run and started again -------------------------
+
 
 @pytest.fixture
 def own_cluster() -> Iterator[pgembed.Cluster]:
@@ -190,7 +229,9 @@ def own_cluster() -> Iterator[pgembed.Cluster]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_database_stopped_mid_run_loses_nothing(own_cluster: pgembed.Cluster, tmp_path: Path) -> None:
+def test_database_stopped_mid_run_loses_nothing(
+    own_cluster: pgembed.Cluster, tmp_path: Path
+) -> None:
     events = make_events(10_000)
     w = BatchWriter(own_cluster.url(), tmp_path, reconnect_delay=0.2, connect_timeout=1).start()
 

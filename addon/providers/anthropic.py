@@ -221,6 +221,10 @@ class MessagesStreamHandler(StreamHandler):
         elif kind == "message_start":
             if ev.message is not None:
                 self.model = ev.message.model
+                if ev.message.usage is not None:
+                    # message_start's output_tokens is a placeholder (1): the real count comes
+                    # in message_delta, and a stream cut before it must not look "reported".
+                    ev.message.usage.output_tokens = None
                 merge_usage(self.usage, ev.message.usage)
         elif kind == "message_delta":
             if ev.delta is not None and ev.delta.stop_reason:

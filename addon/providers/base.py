@@ -12,6 +12,7 @@ rest of the proxy (budgets, pricing, events) never needs to know who reported th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -139,9 +140,10 @@ def finalize_usage(usage: Usage, output_chars: int) -> Usage:
     if usage.completion_tokens is None and output_chars > 0:
         usage.completion_tokens = estimate_tokens(output_chars)
         usage.source = SOURCE_ESTIMATED
-    elif usage.prompt_tokens is not None or usage.completion_tokens is not None:
-        if usage.source == SOURCE_MISSING:
-            usage.source = SOURCE_REPORTED
+    elif (
+        usage.prompt_tokens is not None or usage.completion_tokens is not None
+    ) and usage.source == SOURCE_MISSING:
+        usage.source = SOURCE_REPORTED
     if (
         usage.total_tokens is None
         and usage.prompt_tokens is not None
@@ -180,10 +182,9 @@ class TextCollector:
         if not text:
             return
         if self.callback is not None:
-            try:
+            # A failing observer must not break parsing.
+            with contextlib.suppress(Exception):
                 self.callback(text)
-            except Exception:  # noqa: S110 - a failing observer must not break parsing
-                pass
         room = MAX_TEXT_CHARS - self._chars
         if room <= 0:
             self.truncated = True
@@ -267,6 +268,11 @@ class ToolCallCollector:
             arguments = arguments[:MAX_TOOL_ARGUMENT_CHARS]
         call.parts = [arguments]
         call.chars = len(arguments)
+
+    @property
+    def count(self) -> int:
+        """Calls opened so far."""
+        return len(self._calls)
 
     def chars(self) -> int:
         """Characters of arguments held (for output-token estimates)."""

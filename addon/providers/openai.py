@@ -34,7 +34,7 @@ COMPLETIONS = "completions"
 
 
 def openai_endpoint(path: str) -> str | None:
-    """Endpoint for an OpenAI-style path, matched on its suffix (any prefix: /v1, /openai/v1 ...)."""
+    """Endpoint of an OpenAI-style path, by suffix (any prefix: /v1, /openai/v1 ...)."""
     path = path.split("?", 1)[0].rstrip("/")
     if path.endswith("/chat/completions"):
         return CHAT
@@ -151,7 +151,9 @@ def _parse_chat(provider: str, body: bytes) -> RequestInfo:
         _content_segments(seg, f"$.messages[{i}].content", msg.content)
         for k, call in enumerate(msg.tool_calls or ()):
             if call.function is not None:
-                seg.add(f"$.messages[{i}].tool_calls[{k}].function.arguments", call.function.arguments)
+                seg.add(
+                    f"$.messages[{i}].tool_calls[{k}].function.arguments", call.function.arguments
+                )
         if msg.function_call is not None:
             seg.add(f"$.messages[{i}].function_call.arguments", msg.function_call.arguments)
     return RequestInfo(
@@ -162,7 +164,9 @@ def _parse_chat(provider: str, body: bytes) -> RequestInfo:
         text=seg.items,
         tools=_tool_names(req.tools, req.functions),
         estimated_prompt_tokens=estimate_tokens(seg.chars),
-        max_tokens=req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens,
+        max_tokens=req.max_completion_tokens
+        if req.max_completion_tokens is not None
+        else req.max_tokens,
     )
 
 
@@ -354,7 +358,9 @@ def _responses_info(resp: _ResponsesResponse) -> ResponseInfo:
                 elif c.refusal:
                     texts.append(c.refusal)
         elif item.type == "function_call":
-            calls.append(ToolCall(name=item.name or "", arguments=item.arguments or "", id=item.call_id))
+            calls.append(
+                ToolCall(name=item.name or "", arguments=item.arguments or "", id=item.call_id)
+            )
     finish = resp.status
     if resp.incomplete_details is not None and resp.incomplete_details.reason:
         finish = resp.incomplete_details.reason
@@ -405,7 +411,9 @@ def parse_openai_response(endpoint: str, body: bytes) -> ResponseInfo:
     text = "".join(texts)
     return ResponseInfo(
         model=resp.model,
-        usage=finalize_usage(convert_usage(resp.usage), len(text) + sum(len(c.arguments) for c in calls)),
+        usage=finalize_usage(
+            convert_usage(resp.usage), len(text) + sum(len(c.arguments) for c in calls)
+        ),
         text=text,
         tool_calls=calls,
         finish_reason=finish,

@@ -6,6 +6,7 @@ the decoded bytes into events (SSE, NDJSON, JSON array, AWS event stream).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -153,7 +154,15 @@ class BufferedStreamParser:
     Decodes and keeps the body up to ``MAX_BUFFERED_BODY_BYTES``, then parses it whole.
     """
 
-    __slots__ = ("_chunks", "_decoder", "_error", "_parse", "_result", "_size", "text_delta_callback")
+    __slots__ = (
+        "_chunks",
+        "_decoder",
+        "_error",
+        "_parse",
+        "_result",
+        "_size",
+        "text_delta_callback",
+    )
 
     def __init__(
         self, parse: Callable[[bytes], ResponseInfo], content_encoding: str | None
@@ -197,14 +206,10 @@ class BufferedStreamParser:
             except Exception as exc:
                 self._error = error_text(exc)
         if self._error is not None:
-            self._result = ResponseInfo(
-                usage=finalize_usage(Usage(), 0), parse_error=self._error
-            )
+            self._result = ResponseInfo(usage=finalize_usage(Usage(), 0), parse_error=self._error)
         else:
             self._result = self._parse(b"".join(self._chunks))
             if self.text_delta_callback is not None and self._result.text:
-                try:
+                with contextlib.suppress(Exception):  # observers must not break parsing
                     self.text_delta_callback(self._result.text)
-                except Exception:  # noqa: S110 - observer failures must not break parsing
-                    pass
         return self._result

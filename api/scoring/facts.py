@@ -134,6 +134,16 @@ _SECRET_VALUE_RE = re.compile(
     r"(AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_\-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpors]-[A-Za-z0-9-]"
     r"{10,}|-----BEGIN [A-Z ]*PRIVATE KEY-----|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.)"
 )
+_REMOTE_EXEC_RE = re.compile(
+    r"((curl|wget)\b[^|;]*\|\s*(sudo\s+)?(sh|bash|zsh|python3?|perl)\b|base64\s+-d[^|]*\|\s*(sh|bash)"
+    r"|/dev/tcp/|nc\s+-e|powershell\s+-enc)",
+    re.IGNORECASE,
+)
+_READONLY_SQL_RE = re.compile(r"^\s*(select|with|explain|show|describe)\b", re.IGNORECASE)
+_WRITE_SQL_RE = re.compile(
+    r"\b(insert|update|delete|drop|truncate|alter|create|grant|revoke|merge|copy)\b", re.IGNORECASE
+)
+_SQL_KEYS = frozenset("sql query statement".split())
 _APPROVAL_KEYS = frozenset("approved_by approval_id human_approved approval_ticket".split())
 _TEXT_SCAN_LIMIT = 4096  # parameters can be large; the patterns we look for show up early
 
@@ -190,6 +200,8 @@ BASE_FACTS: dict[str, FactKind] = {
     "params_shell": FactKind.BOOL,
     "params_injection": FactKind.BOOL,
     "params_secret_value": FactKind.BOOL,
+    "params_remote_exec": FactKind.BOOL,
+    "params_readonly_sql": FactKind.BOOL,
     "human_approved": FactKind.BOOL,
     "dry_run": FactKind.BOOL,
     "history_known": FactKind.BOOL,
@@ -310,12 +322,17 @@ def extract_facts(
     params = event.parameters
     param_keys = {k.lower() for k in params}
     budget = [4 * _TEXT_SCAN_LIMIT]
-    destructive = shell = injection = secret_value = False
+    destructive = shell = injection = secret_value = remote_exec = False
     for text in _iter_strings(params, budget):
         destructive = destructive or bool(_DESTRUCTIVE_RE.search(text))
         shell = shell or bool(_SHELL_RE.search(text))
         injection = injection or bool(_INJECTION_RE.search(text))
         secret_value = secret_value or bool(_SECRET_VALUE_RE.search(text))
+        remote_exec = remote_exec or bool(_REMOTE_EXEC_RE.search(text))
+    sql = [v for k, v in params.items() if k.lower() in _SQL_KEYS and isinstance(v, str)]
+    readonly_sql = bool(sql) and all(
+        _READONLY_SQL_RE.match(q) and not _WRITE_SQL_RE.search(q) for q in sql
+    )
     for key, value in params.items():
         # A "force": true flag is as destructive as "--force" on a command line.
         if key.lower() == "force" and value is True:
@@ -379,6 +396,8 @@ def extract_facts(
         "params_shell": shell,
         "params_injection": injection,
         "params_secret_value": secret_value,
+        "params_remote_exec": remote_exec,
+        "params_readonly_sql": readonly_sql,
         "human_approved": any(v for k, v in params.items() if k.lower() in _APPROVAL_KEYS),
         "dry_run": params.get("dry_run") is True,
         "history_known": history is not None,

@@ -63,7 +63,8 @@ OPERATORS: dict[str, frozenset[FactKind]] = {
     "contains_any": frozenset({FactKind.SET}),
     "contains_all": frozenset({FactKind.SET}),
     "not_contains": frozenset({FactKind.SET}),
-    "any_glob": frozenset({FactKind.SEQ}),
+    "any_glob": frozenset({FactKind.SET, FactKind.SEQ}),
+    "any_regex": frozenset({FactKind.SET, FactKind.SEQ}),
     "size_gte": frozenset({FactKind.SET, FactKind.SEQ}),
 }
 ACTIONS = frozenset({"assert_fact", "add_score", "add_violation", "add_mitigation"})
@@ -166,16 +167,17 @@ def _compile_check(name: str, kind: FactKind, op: str, value: Any) -> Check:
         if op == "contains":
             return lambda f: value in f[name]
         return lambda f: value not in f[name]
-    if op in ("glob", "regex", "any_glob"):
+    if op in ("glob", "regex", "any_glob", "any_regex"):
         if not isinstance(value, str) or not value:
             raise ValueError(f"operator {op!r} on {name!r} needs a pattern string")
         try:
-            rx = _glob_re(value) if op != "regex" else re.compile(value)
+            # Globs match the whole (lower-cased) value; regexes search anywhere in it.
+            rx = _glob_re(value).match if "glob" in op else re.compile(value).search
         except re.error as exc:
             raise ValueError(f"bad regex for {name!r}: {exc}") from exc
-        if op == "any_glob":
-            return lambda f: any(rx.match(a.lower()) for a in f[name])
-        return lambda f: (v := f[name]) is not None and rx.match(v) is not None
+        if op.startswith("any_"):
+            return lambda f: any(rx(a.lower()) for a in f[name])
+        return lambda f: (v := f[name]) is not None and rx(v.lower()) is not None
     if op == "exists":
         if not isinstance(value, bool):
             raise ValueError(f"operator 'exists' on {name!r} needs true or false")

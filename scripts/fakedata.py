@@ -1,4 +1,4 @@
-"""Event builders for tests: realistic, varied, every column exercised."""
+"""Realistic fake events: for tests, benchmarks and the API load script (every column exercised)."""
 
 from __future__ import annotations
 
@@ -61,8 +61,12 @@ def make_events(
             compliance_tag=rnd.choice(["default", "pci", "hipaa"]),
             pii_detected=pii,
             pii_types=["email", "phone"] if pii else [],
-            pii_findings=[{"type": "email", "count": 2, "path": "$.messages[0].content"}] if pii else None,
-            tool_calls=[{"name": "get_weather", "arguments": '{"city":"Oslo"}'}] if i % 7 == 0 else None,
+            pii_findings=[{"type": "email", "count": 2, "path": "$.messages[0].content"}]
+            if pii
+            else None,
+            tool_calls=[{"name": "get_weather", "arguments": '{"city":"Oslo"}'}]
+            if i % 7 == 0
+            else None,
             policy_decisions=[{"rule": "tag-pci", "action": "tag"}] if i % 11 == 0 else None,
             error=None,
             parse_error="unexpected end of JSON" if i % 97 == 0 else None,
@@ -73,7 +77,12 @@ def make_events(
     return out
 
 
-def fetch_events(conn: psycopg.Connection[Any], where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[Event]:
+def fetch_events(
+    conn: psycopg.Connection[Any], where: str = "TRUE", params: tuple[Any, ...] = ()
+) -> list[Event]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {', '.join(repr(c).replace(chr(39), chr(34)) for c in COLUMNS)} FROM events WHERE {where} ORDER BY id", params)
+        cur.execute(
+            f"SELECT {', '.join(repr(c).replace(chr(39), chr(34)) for c in COLUMNS)} FROM events WHERE {where} ORDER BY id",
+            params,
+        )
         return [msgspec.convert(row, Event) for row in cur.fetchall()]

@@ -1,0 +1,39 @@
+# Govrix Scout tasks. Run through `scripts/govrix <recipe>` (bootstraps Python, uv and the venv),
+# or with `just` directly once `.venv` exists.
+
+set positional-arguments
+
+py := ".venv/bin/python"
+
+# List the recipes.
+default:
+    @just --list
+
+# Start the whole stack in the foreground (Ctrl-C stops it): PostgreSQL, migrations, API, proxy.
+up *args:
+    {{py}} -m scripts.stack up "$@"
+
+# Stop the embedded PostgreSQL (and anything `up` left running).
+down:
+    {{py}} -m scripts.stack down
+
+# Where everything is and whether it runs.
+status:
+    {{py}} -m scripts.stack status
+
+# Apply pending SQL migrations to GOVRIX_DATABASE_URL (or the embedded cluster).
+migrate:
+    {{py}} -m scripts.migrate
+
+# Lint, type-check, then the whole test suite against a real PostgreSQL.
+test *args: lint
+    {{py}} -m pytest "$@"
+
+# ruff + mypy --strict on addon/ and api/.
+lint:
+    .venv/bin/ruff check addon api scripts tests
+    .venv/bin/mypy
+
+# Benchmarks (not tests): `bench writer`, `bench proxy`, `bench api`, `bench pii`, `bench engine`.
+bench what *args:
+    {{py}} -m scripts.bench_{{what}} "${@:2}"
