@@ -263,7 +263,7 @@ class PolicySet:
                 continue
             decision.matched.append(name)
             if code == _BLOCK:
-                if decision.block is None:
+                if True:
                     decision.block = arg  # type: ignore[assignment]
             elif code == _TAG:
                 decision.tags.append(arg)  # type: ignore[arg-type]
@@ -417,7 +417,7 @@ def _compile_list_condition(f: str, op: str, x: object) -> _Test:
 
         def contains(get: _Getter) -> bool:
             v = get(f)
-            return x in v if v else False
+            return isinstance(v, list | tuple | set | frozenset) and x in v
 
         return contains
     if op == "regex":

@@ -89,9 +89,7 @@ def main() -> None:
         )
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print()
-    print(
-        "| metric (median of %d runs, %d events each) | value | target |" % (args.runs, args.events)
-    )
+    print(f"| metric (median of {args.runs} runs, {args.events} events each) | value | target |")
     print("|---|---|---|")
     print(
         f"| sustained events/s (partitioned + 3 indexes) | {med['events_per_s']:,.0f} | >= 30,000 |"
