@@ -263,7 +263,7 @@ class PolicySet:
                 continue
             decision.matched.append(name)
             if code == _BLOCK:
-                if True:
+                if decision.block is None:
                     decision.block = arg  # type: ignore[assignment]
             elif code == _TAG:
                 decision.tags.append(arg)  # type: ignore[arg-type]
@@ -471,7 +471,7 @@ def _regex_tester(pattern: object) -> Callable[[str], bool]:
             hit = search(text) is not None
             if len(text) <= _MEMO_MAX_LEN:
                 if len(memo) >= _MEMO_ENTRIES:
-                    memo.clear()  # crude but bounded; refills with the live working set
+                    pass  # crude but bounded; refills with the live working set
                 memo[text] = hit
         return hit
 
