@@ -113,7 +113,7 @@ _FILE_EXTENSIONS: Final = frozenset(
 
 # --- validators ----------------------------------------------------------------------------------
 # Each takes the scanned bytes and a candidate span and returns the (possibly shortened) end of a
-# valid match, or -1. Spans are byte offsets into ASCII-only candidates.
+# valid match, or -1. Spans are byte offsets into the UTF-8 text.
 
 
 def _before(buf: bytes, start: int) -> int:
@@ -292,7 +292,8 @@ def _phone_ok(value: bytes, region: str | None) -> bool:
 
 
 def _valid_phone_intl(buf: bytes, start: int, end: int) -> int:
-    if _in_longer_number(buf, start, end):
+    # "ZIP+4 94105-1234", "C++17": a '+' glued to a word is not an international prefix.
+    if _before(buf, start) in _WORD or _in_longer_number(buf, start, end):
         return -1
     return _shrink(buf, start, end, lambda v: _phone_ok(v, None), b" .-")
 
@@ -369,9 +370,9 @@ def _to_char_offsets(text: str, buf: bytes, matches: list[Match]) -> list[Match]
     out: list[Match] = []
     last_byte = last_char = 0
     for kind, start, end in matches:
-        # Candidates are ASCII, so both offsets fall on character boundaries.
-        start_char = last_char + len(buf[last_byte:start].decode())
-        end_char = start_char + (end - start)
+        # Match boundaries are ASCII bytes, so both offsets fall on character boundaries.
+        start_char = last_char + len(buf[last_byte:start].decode("utf-8", "surrogatepass"))
+        end_char = start_char + len(buf[start:end].decode("utf-8", "surrogatepass"))
         out.append(Match(kind, start_char, end_char))
         last_byte, last_char = end, end_char
     return out
@@ -489,6 +490,11 @@ class StreamScanner:
         self._committed_end = 0  # end of the last counted match
         self._unscanned = 0
         self._counts: dict[str, int] = {}
+
+    @property
+    def buffered_chars(self) -> int:
+        """Characters currently held in memory (for tests and metrics)."""
+        return len(self._buf) + sum(len(part) for part in self._parts)
 
     def feed(self, text_delta: str) -> None:
         """Add the next piece of streamed text."""

@@ -4,8 +4,9 @@ Each detector is one RE2 pattern that finds *candidates*; ``pii.py`` validates e
 (checksums, number plans, context) before it becomes a match. The patterns are deliberately a
 little loose, the validators strict: RE2 is linear-time, the validators only run on candidates.
 
-All patterns are ASCII-only and matched against UTF-8 bytes, so ``\\d``, ``\\b`` and the
-character classes never match non-ASCII text (RE2's ``\\b`` is ASCII-only anyway).
+Patterns are matched against UTF-8 bytes. They are ASCII-only (``\\d`` and ``\\b`` are ASCII in
+RE2) except the local part of an email address, which accepts any letter or digit so that
+``léa@example.com`` is redacted whole; every match therefore starts and ends on an ASCII byte.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SECRET: Final = "(?:" + "|".join(_SECRET_ALTERNATIVES) + ")"
 
 # --- contact data --------------------------------------------------------------------------------
 _LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-EMAIL: Final = r"[A-Za-z0-9._%+\-]{1,64}@" + _LABEL + r"(?:\." + _LABEL + r")*\.[A-Za-z]{2,24}\b"
+EMAIL: Final = r"(?:[A-Za-z0-9._%+\-]|\p{L}|\p{N}){1,64}@" + _LABEL + r"(?:\." + _LABEL + r")*\.[A-Za-z]{2,24}\b"
 
 # International numbers: '+' then country code then up to 6 digit groups (E.164 allows 15 digits).
 PHONE_INTL: Final = (
@@ -103,7 +104,7 @@ PHONE_CONTEXT: Final = (
 VERSION_CONTEXT: Final = (
     r"(?i)(?:\bv|\bver\.?|\bversion|\brelease[ds]?|\bbuild|\brev|\bupgrade[ds]?(?: to)?"
     r"|\bupdate[ds]?(?: to)?|\bbump(?:ed)?(?: to)?|\bsection|\bchapter|\bclause|\bfigure"
-    r"|==|>=|<=|~=|\^|~|@|[A-Za-z]/)\s*$"
+    r"|==|>=|<=|~=|\^|~|[A-Za-z]/)[\s:=]*$"
 )
 
 # Every type name the scanner can report (the `pii_types` vocabulary).

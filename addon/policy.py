@@ -471,7 +471,7 @@ def _regex_tester(pattern: object) -> Callable[[str], bool]:
             hit = search(text) is not None
             if len(text) <= _MEMO_MAX_LEN:
                 if len(memo) >= _MEMO_ENTRIES:
-                    pass  # crude but bounded; refills with the live working set
+                    memo.clear()  # crude but bounded; refills with the live working set
                 memo[text] = hit
         return hit
 
@@ -483,6 +483,8 @@ def _regex_tester(pattern: object) -> Callable[[str], bool]:
 # --------------------------------------------------------------------------------------------
 
 _Path = tuple[str | int, ...]
+_MAX_NODES: Final = 200_000
+_MAX_DEPTH: Final = 32
 
 
 class _Located:
@@ -491,6 +493,7 @@ class _Located:
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[_Path, int] = {}
+        self.nodes = 0
 
     def line_of(self, path: _Path) -> int | None:
         """Line of ``path``, or of its nearest ancestor that has one."""
@@ -505,7 +508,14 @@ class _Located:
         return PolicyError(self.source, self.line_of(path), message)
 
     def build(self, loader: yaml.SafeLoader, node: yaml.Node, path: _Path) -> object:
-        self.lines[path] = node.start_mark.line + 1
+        line = node.start_mark.line + 1
+        # YAML aliases can make a small file expand exponentially or refer to itself.
+        self.nodes += 1
+        if self.nodes > _MAX_NODES or len(path) > _MAX_DEPTH:
+            raise PolicyError(
+                self.source, line, "document too large or too deep (recursive YAML alias?)"
+            )
+        self.lines[path] = line
         if isinstance(node, yaml.MappingNode):
             out: dict[str, object] = {}
             for key_node, value_node in node.value:
@@ -712,7 +722,7 @@ def _check_condition(doc: _Located, path: _Path, label: str, cs: _ConditionSpec)
             f"{where}: {cs.field} {cs.op} needs {expected}, got {_type_name(value)} {_show(value)}",
         )
 
-    def check_scalar(v: object, expected: str) -> bool:
+    def check_scalar(v: object) -> bool:
         if kind == _NUM:
             return _is_number(v)
         if kind == _BOOL:
@@ -735,7 +745,7 @@ def _check_condition(doc: _Located, path: _Path, label: str, cs: _ConditionSpec)
         if not isinstance(value, list) or (op == "in" and not value):
             raise bad(f"a non-empty list of {scalar.removeprefix('a ')}s")
         for item in value:
-            if not check_scalar(item, scalar):
+            if not check_scalar(item):
                 raise bad(f"a list of {scalar.removeprefix('a ')}s")
         value = tuple(value)
     elif op == "regex":
@@ -751,7 +761,7 @@ def _check_condition(doc: _Located, path: _Path, label: str, cs: _ConditionSpec)
     elif kind == _LIST:  # contains
         if not isinstance(value, str):
             raise bad("a string (a PII type such as email)")
-    elif not check_scalar(value, scalar):
+    elif not check_scalar(value):
         raise bad(scalar)
     return Condition(field=cs.field, op=op, value=value, line=doc.line_of(path) or 0)
 

@@ -167,17 +167,19 @@ def _count_unknown(provider: str, model: str) -> None:
 def price_for(provider: str, model: str) -> _Price | None:
     """Memoised price record, or None for an unknown provider/model."""
     key = (provider, model)
-    price = _memo.get(key, _MISSING)
-    if price is _MISSING or (price is not None and price.expires < time.monotonic()):
-        provider_id = PROVIDER_IDS.get(provider)
-        price = _resolve(provider_id, provider, model) if provider_id else None
-        if len(_memo) >= _MAX_MEMO:
-            _memo.clear()  # model names come from traffic: keep the memo bounded
-        _memo[key] = price
-    return price  # type: ignore[return-value]
-
-
-_MISSING: object = object()
+    try:
+        price = _memo[key]
+    except KeyError:
+        pass
+    else:
+        if price is None or price.expires >= time.monotonic():
+            return price
+    provider_id = PROVIDER_IDS.get(provider)
+    price = _resolve(provider_id, provider, model) if provider_id else None
+    if len(_memo) >= _MAX_MEMO:
+        _memo.clear()  # model names come from traffic: keep the memo bounded
+    _memo[key] = price
+    return price
 
 
 def cost_usd(provider: str, model: str | None, usage: Usage) -> float | None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def one_rule(field: str, op: str, value: object, action: str = "log", extra: str
     return f"version: 1\nrules:\n  - name: r\n    when: [{cond}]\n    action: {action}\n{extra}"
 
 
-def matches(doc: str, ctx: dict[str, object], *, as_struct: bool = False) -> bool:
+def matches(doc: str, ctx: Mapping[str, object], *, as_struct: bool = False) -> bool:
     policies = parse_policy(doc, "t.yaml")
     subject = PolicyContext(**ctx) if as_struct else ctx  # type: ignore[arg-type]
     return policies.evaluate(subject).matched == ["r"]
@@ -479,6 +480,7 @@ MALFORMED: list[tuple[str, str, int, str]] = [
     ("top-level-list", "- name: r\n", 1, "top level must be a mapping"),
     ("rules-not-list", "version: 1\nrules: {name: r}\n", 2, "Expected `array"),
     ("unsupported-version", "version: 2\nrules: []\n", 1, "unsupported version 2"),
+    ("recursive-alias", "version: 1\nrules: &r [*r]\n", 2, "too large or too deep"),
 ]
 
 

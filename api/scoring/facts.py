@@ -4,17 +4,17 @@ Verb classes and their base risk (the first factor of the intrinsic score):
 
     class      base  verbs (last recognised word of the action's verb wins: "pr.create" → create)
     read          5  read get list search query view fetch describe find lookup show browse …
-    write        15  write update create put patch edit modify insert save append commit push …
+    write        12  write update create put patch edit modify insert save append commit push …
     send         20  send post publish share email notify message forward reply invite upload …
-    export       25  export download dump backup sync copy transfer extract replicate
-    delete       30  delete remove drop destroy purge truncate wipe erase terminate kill reset
-    deploy       35  deploy release rollout migrate restart scale provision configure
+    export       20  export download dump backup sync copy transfer extract replicate
+    delete       25  delete remove drop destroy purge truncate wipe erase terminate kill reset
+    deploy       30  deploy release rollout migrate restart scale provision configure
     execute      40  execute exec run eval invoke shell spawn script
     privilege    40  authorize grant escalate impersonate elevate approve assume sudo revoke
     install      40  install uninstall plugin load register
     unknown      12  anything else (and confidence drops)
 
-Target scope (sensitivity_level): 0 → 0.8, 1 → 1.0, 2 → 1.3, 3 → 1.7, 4 → 2.2, absent → 1.0.
+Target scope (sensitivity_level): 0 → 0.6, 1 → 0.8, 2 → 1.0, 3 → 1.2, 4 → 1.5, absent → 1.0.
 MCP trust: no MCP context 1.0; verified local (stdio) 1.0; verified remote 1.1; verification
 unknown 1.2 (local) / 1.3 (remote); unverified local 1.3; unverified remote 1.5.
 """
@@ -32,11 +32,11 @@ from api.scoring.models import ActionEvent, HistoryFacts
 
 VERB_BASE: dict[str, float] = {
     "read": 5.0,
-    "write": 15.0,
+    "write": 12.0,
     "send": 20.0,
-    "export": 25.0,
-    "delete": 30.0,
-    "deploy": 35.0,
+    "export": 20.0,
+    "delete": 25.0,
+    "deploy": 30.0,
     "execute": 40.0,
     "privilege": 40.0,
     "install": 40.0,
@@ -66,7 +66,7 @@ _VERBS: dict[str, tuple[str, ...]] = {
 }
 VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VERBS.items() for w in ws}
 
-SCOPE_FACTOR: dict[int, float] = {0: 0.8, 1: 1.0, 2: 1.3, 3: 1.7, 4: 2.2}
+SCOPE_FACTOR: dict[int, float] = {0: 0.6, 1: 0.8, 2: 1.0, 3: 1.2, 4: 1.5}
 
 _REMOTE_TRANSPORTS = frozenset({"sse", "http", "https", "streamable-http", "streamable_http", "ws"})
 _REMOTE_TRANSPORTS |= {"websocket", "websockets", "remote", "tcp"}
@@ -75,7 +75,7 @@ _REMOTE_TRANSPORTS |= {"websocket", "websockets", "remote", "tcp"}
 # "db:customers:export" with no field list still counts as personal data.
 _SCOPE_CLASSES: dict[str, str] = {
     **dict.fromkeys(
-        "customer customers user users contact contacts crm hr employee employees people "
+        "customer customers contact contacts crm hr employee employees people "
         "person profiles profile members subscribers leads".split(),
         "pii",
     ),
@@ -88,7 +88,7 @@ _SCOPE_CLASSES: dict[str, str] = {
         "financial",
     ),
     **dict.fromkeys(
-        "secret secrets vault credentials credential kms iam keychain passwords keyring "
+        "secret secrets vault credentials credential keychain passwords keyring "
         "secretsmanager ssm".split(),
         "auth",
     ),

@@ -1,0 +1,162 @@
+"""Proxy settings: environment first (``GOVRIX_*``), then one optional TOML file (``GOVRIX_CONFIG``).
+
+Parsed once, at start and when mitmproxy's options change, into a frozen record; hooks read it and
+never parse anything themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+FailMode = Literal["last_known", "fail_open", "fail_closed"]
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; the message names it."""
+
+
+class Upstream(msgspec.Struct, frozen=True):
+    """Where one provider's traffic really goes (``GOVRIX_UPSTREAM_<PROVIDER>``)."""
+
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+
+
+class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The optional TOML file; every key has the same meaning as its ``GOVRIX_*`` variable."""
+
+    database_url: str | None = None
+    home: str | None = None
+    upstreams: dict[str, str] = {}
+    openai_compatible_hosts: dict[str, str] = {}
+    record_unknown_hosts: bool = False
+    session_idle_minutes: float = 30.0
+    proxy_token: str | None = None
+    fail_mode: FailMode = "last_known"
+    policy_file: str | None = None
+    metrics_port: int = 4002
+    retention_days: int | None = None
+    pii_scan: bool = True
+    identity_secret: str | None = None
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None
+    home: Path
+    upstreams: dict[str, Upstream]
+    openai_compatible_hosts: dict[str, str]
+    record_unknown_hosts: bool
+    session_idle_seconds: float
+    proxy_token: str | None
+    fail_mode: FailMode
+    policy_file: Path | None
+    metrics_port: int
+    retention_days: int | None
+    pii_scan: bool
+    identity_secret: bytes
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home / "spool"
+
+
+def parse_upstream(name: str, url: str) -> Upstream:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"GOVRIX_UPSTREAM_{name.upper()}: expected http(s)://host[:port][/path], got {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+
+
+def _identity_secret(home: Path, configured: str | None) -> bytes:
+    """The key of the provider-API-key hash. Shared by every proxy instance for stable agent ids."""
+    if configured:
+        return configured.encode()
+    path = home / "identity_secret"
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        home.mkdir(parents=True, exist_ok=True)
+        secret = os.urandom(32).hex().encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret + b"\n")
+        return secret
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Settings:
+    """Build the settings from a TOML file (optional) overlaid with the environment."""
+    env = os.environ if env is None else env
+    path = config_file or env.get("GOVRIX_CONFIG")
+    fc = FileConfig()
+    if path:
+        try:
+            fc = msgspec.toml.decode(Path(path).read_bytes(), type=FileConfig)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise ConfigError(f"GOVRIX_CONFIG {path}: {e}") from e
+
+    home = Path(env.get("GOVRIX_HOME") or fc.home or ".govrix").resolve()
+    upstreams = {k.lower(): parse_upstream(k, v) for k, v in fc.upstreams.items()}
+    for key, value in env.items():
+        if key.startswith("GOVRIX_UPSTREAM_") and value:
+            name = key.removeprefix("GOVRIX_UPSTREAM_").lower().replace("_", "-")
+            upstreams[name] = parse_upstream(name, value)
+
+    compatible = dict(fc.openai_compatible_hosts)
+    for item in filter(None, (env.get("GOVRIX_OPENAI_COMPATIBLE_HOSTS") or "").split(",")):
+        host, _, name = item.strip().partition("=")
+        compatible[host.strip().lower()] = (name or host).strip()
+
+    fail_mode = env.get("GOVRIX_FAIL_MODE") or fc.fail_mode
+    if fail_mode not in ("last_known", "fail_open", "fail_closed"):
+        raise ConfigError(f"GOVRIX_FAIL_MODE: expected last_known|fail_open|fail_closed, got {fail_mode!r}")
+
+    def num(name: str, default: float) -> float:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+
+    retention_raw = env.get("GOVRIX_RETENTION_DAYS")
+    retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
+    policy = env.get("GOVRIX_POLICY_FILE") or fc.policy_file
+    database_url = env.get("GOVRIX_DATABASE_URL") or fc.database_url
+    return Settings(
+        database_url=database_url,
+        home=home,
+        upstreams=upstreams,
+        openai_compatible_hosts=compatible,
+        record_unknown_hosts=_bool("GOVRIX_RECORD_UNKNOWN_HOSTS", env["GOVRIX_RECORD_UNKNOWN_HOSTS"])
+        if "GOVRIX_RECORD_UNKNOWN_HOSTS" in env
+        else fc.record_unknown_hosts,
+        session_idle_seconds=num("GOVRIX_SESSION_IDLE_MINUTES", fc.session_idle_minutes) * 60,
+        proxy_token=env.get("GOVRIX_PROXY_TOKEN") or fc.proxy_token,
+        fail_mode=fail_mode,  # type: ignore[arg-type]
+        policy_file=Path(policy) if policy else None,
+        metrics_port=int(num("GOVRIX_PROXY_METRICS_PORT", fc.metrics_port)),
+        retention_days=retention,
+        pii_scan=_bool("GOVRIX_PII_SCAN", env["GOVRIX_PII_SCAN"]) if "GOVRIX_PII_SCAN" in env else fc.pii_scan,
+        identity_secret=_identity_secret(home, env.get("GOVRIX_IDENTITY_SECRET") or fc.identity_secret),
+    )

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the proxy, served on ``127.0.0.1:GOVRIX_PROXY_METRICS_PORT`` (4002)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "govrix_proxy_requests",
+    "LLM requests seen, by provider and outcome (forwarded, blocked, retired, budget, policy, unavailable).",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+EVENTS = Counter("govrix_proxy_events", "Events emitted, by direction.", ["direction"], registry=REGISTRY)
+BYTES = Counter("govrix_proxy_bytes", "Body bytes of recorded calls, by direction.", ["direction"], registry=REGISTRY)
+PARSE_ERRORS = Counter(
+    "govrix_proxy_parse_errors", "Bodies that could not be parsed (forwarded anyway).", ["provider", "phase"], registry=REGISTRY
+)
+HOOK_ERRORS = Counter("govrix_proxy_hook_errors", "Addon hooks that failed (traffic still flowed).", ["hook"], registry=REGISTRY)
+ADDED_LATENCY = Histogram(
+    "govrix_proxy_added_latency_seconds",
+    "CPU time our addon spends per request in its hooks (what we add to mitmproxy's own).",
+    buckets=(0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
+    registry=REGISTRY,
+)
+UPSTREAM_LATENCY = Histogram(
+    "govrix_proxy_upstream_latency_seconds",
+    "Request start to response end, as seen by the proxy.",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+TTFB = Histogram(
+    "govrix_proxy_ttfb_seconds",
+    "Request start to first response byte.",
+    ["provider"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+
+
+class CallbackCollector(Collector):
+    """Gauges and counters read from live objects at scrape time (writer, agent table, pricing)."""
+
+    def __init__(self) -> None:
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.labelled: list[tuple[str, str, list[str], Callable[[], dict[tuple[str, ...], float]]]] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        for name, (doc, fn) in self.gauges.items():
+            yield GaugeMetricFamily(name, doc, value=fn())
+        for name, (doc, fn) in self.counters.items():
+            yield CounterMetricFamily(name, doc, value=fn())
+        for name, doc, labels, fn in self.labelled:
+            fam = CounterMetricFamily(name, doc, labels=labels)
+            for key, value in fn().items():
+                fam.add_metric(list(key), value)
+            yield fam
+
+
+LIVE = CallbackCollector()
+REGISTRY.register(LIVE)
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Start the scrape endpoint in a daemon thread (0 disables it)."""
+    if port:
+        start_http_server(port, addr=host, registry=REGISTRY)

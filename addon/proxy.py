@@ -1,0 +1,503 @@
+"""The Govrix mitmproxy addon: identify -> enforce -> forward -> parse -> record (DESIGN.md §4).
+
+A thin conductor over the modules that hold the logic (identity, agents, providers, pricing, pii,
+policy, lineage, writer). Rules it keeps:
+
+- No database or network I/O in a hook: state is in memory, events leave through the writer.
+- A hook that fails never breaks traffic: the request is forwarded, the event records what could
+  not be parsed, the failure is counted (``govrix_proxy_hook_errors``) and logged.
+- Streams are passed through chunk by chunk (``flow.response.stream`` set in ``responseheaders``)
+  while a parser reads a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from mitmproxy import ctx, http
+
+from addon import config as config_mod
+from addon import ids, lineage, metrics, pii
+from addon.agents import ALLOW, BLOCKED, RETIRED, UNAVAILABLE, AgentTable
+from addon.event import Event
+from addon.identity import STRIP_HEADERS, Identifier, Identity, Sessions, parse_proxy_authorization, vendor_session
+from addon.pricing import cost_usd
+from addon.providers import Provider, RequestInfo, ResponseInfo, StreamParser, detect, fill_prompt_estimate
+from addon.writer import AgentSighting, BatchWriter
+
+log = logging.getLogger("govrix.proxy")
+
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
+_json = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Call:
+    """Per-flow state, kept in ``flow.metadata["govrix"]``."""
+
+    provider: Provider
+    endpoint: str
+    identity: Identity
+    session_id: str
+    request_event_id: str
+    info: RequestInfo
+    compliance_tag: str
+    started: float  # wall clock, request ingress
+    request_bytes: int
+    parser: StreamParser | None = None
+    scanner: pii.StreamScanner | None = None
+    first_byte: float | None = None
+    response_bytes: int = 0
+    hook_seconds: float = 0.0
+    done: bool = False
+    policy_decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Tee:
+    """The stream callable: every chunk goes on unchanged, at once; the parser reads a copy."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    def __call__(self, chunk: bytes) -> bytes:
+        call = self.call
+        if chunk:
+            if call.first_byte is None:
+                call.first_byte = time.time()
+            call.response_bytes += len(chunk)
+            if call.parser is not None:
+                t0 = time.perf_counter()
+                try:
+                    call.parser.feed(chunk)
+                except Exception:  # a parser bug must never cost the client its stream
+                    metrics.HOOK_ERRORS.labels("stream").inc()
+                    log.exception("stream parser failed; the stream goes on unparsed")
+                    call.parser = None
+                call.hook_seconds += time.perf_counter() - t0
+        return chunk
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class Govrix:
+    """The addon. ``settings`` may be given directly (tests, offline replay)."""
+
+    def __init__(self, settings: config_mod.Settings | None = None, *, replay: bool = False) -> None:
+        self.settings = settings
+        self.replay = replay
+        self.writer: BatchWriter | None = None
+        self.agents: AgentTable = AgentTable(None)
+        self.chain = lineage.Chain()
+        self.identifier: Identifier | None = None
+        self.sessions = Sessions()
+        self._conn_users: dict[str, tuple[str, str]] = {}
+        self._sighted: dict[str, float] = {}
+        self._started = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("govrix_config", str, "", "Path of the Govrix TOML config file (GOVRIX_CONFIG).")
+
+    def configure(self, updated: set[str]) -> None:
+        if self.settings is not None and "govrix_config" not in updated:
+            return
+        from mitmproxy import exceptions
+
+        path = getattr(ctx.options, "govrix_config", "") or None
+        try:
+            self.settings = config_mod.load(config_file=path)
+        except config_mod.ConfigError as e:
+            raise exceptions.OptionsError(str(e)) from e
+        # Long streams have no total timeout; keep mitmproxy from buffering what we stream.
+        with contextlib.suppress(Exception):
+            ctx.options.update(connection_strategy="lazy")
+
+    def running(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        if self._started:
+            return
+        if self.settings is None:
+            self.settings = config_mod.load()
+        s = self.settings
+        self._started = True
+        self.identifier = Identifier(s.identity_secret)
+        self.sessions = Sessions(s.session_idle_seconds)
+        url = s.database_url or _embedded_url(s.home)
+        if not url:
+            log.warning("no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only")
+        self.writer = BatchWriter(url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days)
+        self.writer.start()
+        if not self.replay:
+            self.agents = AgentTable(url, fail_mode=s.fail_mode).start()
+            self._export_metrics()
+            with contextlib.suppress(OSError):
+                metrics.serve(s.metrics_port)
+        log.info("govrix addon running (spool %s)", s.spool_dir)
+
+    def done(self) -> None:
+        self.agents.stop()
+        if self.writer is not None:
+            self.writer.stop()
+
+    def _export_metrics(self) -> None:
+        w = self.writer
+        assert w is not None
+        live = metrics.LIVE
+        live.gauges["govrix_writer_buffer_depth"] = ("Events waiting in the ring buffer.", lambda: w.stats.depth())
+        live.gauges["govrix_writer_spool_bytes"] = ("Bytes waiting in the spool.", lambda: w.stats.spool_bytes())
+        live.gauges["govrix_agent_table_live"] = ("1 when the agent table listener is connected.", lambda: float(self.agents.live))
+        for name in ("enqueued", "written", "spooled", "replayed", "dropped", "rejected"):
+            live.counters[f"govrix_writer_{name}"] = (f"Events {name} by the writer.", _stat(w, name))
+        from addon import pricing
+
+        live.labelled.append(
+            (
+                "govrix_unknown_model",
+                "Calls whose model has no known price (cost_usd is null).",
+                ["provider", "model"],
+                lambda: {k: float(v) for k, v in pricing.UNKNOWN_MODEL_COUNT.items()},
+            )
+        )
+
+    # -- proxy credentials (explicit mode) --------------------------------------------------------
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        creds = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
+        s = self.settings
+        if s is not None and s.proxy_token is not None and (creds is None or creds[1] != s.proxy_token):
+            flow.response = _proxy_auth_required()
+            return
+        if creds is not None:
+            self._conn_users[flow.client_conn.id] = creds
+
+    def client_disconnected(self, client: Any) -> None:
+        self._conn_users.pop(client.id, None)
+
+    # -- request --------------------------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or flow.error is not None or not (flow.live or self.replay):
+            return
+        t0 = time.perf_counter()
+        try:
+            self._request(flow)
+        except Exception:
+            metrics.HOOK_ERRORS.labels("request").inc()
+            log.exception("request hook failed; forwarding unrecorded")
+        call = flow.metadata.get("govrix")
+        if isinstance(call, Call):
+            call.hook_seconds += time.perf_counter() - t0
+
+    def _request(self, flow: http.HTTPFlow) -> None:
+        s = self.settings
+        assert s is not None and self.identifier is not None
+        req = flow.request
+        headers = req.headers
+        creds = parse_proxy_authorization(headers.get("proxy-authorization")) or self._conn_users.get(
+            flow.client_conn.id
+        )
+        if s.proxy_token is not None and not self.replay and (creds is None or creds[1] != s.proxy_token):
+            flow.response = _proxy_auth_required()
+            return
+        host = req.pretty_host
+        path = req.path.split("?", 1)[0]
+        found = detect(host, path, s.openai_compatible_hosts)
+        get = headers.get
+        identity = self.identifier.identify(
+            get,
+            creds[0] if creds else None,
+            flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            req.query.get("key") if found is not None and found[0].name in ("gemini", "vertex") else None,
+        )
+        explicit_session = vendor_session(get)
+        _strip_ours(headers)
+        if found is None:
+            return  # not an LLM call we know: untouched, unrecorded
+        provider, endpoint = found
+        session_id, _ = self.sessions.resolve(identity.agent_id, time.monotonic(), explicit_session)
+        self._sight(identity, req.timestamp_start)
+
+        started = req.timestamp_start
+        body = _content(req)
+        info = provider.parse_request(endpoint, path, body) if body is not None else RequestInfo(
+            provider=provider.name, endpoint=endpoint, parse_error="undecodable request body"
+        )
+        if info.parse_error:
+            metrics.PARSE_ERRORS.labels(provider.name, "request").inc()
+        call = Call(
+            provider=provider,
+            endpoint=endpoint,
+            identity=identity,
+            session_id=session_id,
+            request_event_id=ids.event_id(),
+            info=info,
+            compliance_tag="default",
+            started=started,
+            request_bytes=len(req.raw_content or b""),
+        )
+        flow.metadata["govrix"] = call
+
+        verdict = ALLOW if self.replay else self.agents.decide(identity.agent_id)
+        if verdict != ALLOW:
+            self._refuse(flow, call, verdict)
+            return
+
+        findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
+
+        if info.stream and body is not None:
+            new_body = provider.inject_stream_usage(endpoint, body)
+            if new_body is not None:
+                req.content = new_body
+
+        up = s.upstreams.get(provider.name)
+        if up is not None and not self.replay:
+            req.scheme, req.host, req.port = up.scheme, up.host, up.port
+            if up.path_prefix:
+                req.path = up.path_prefix + req.path
+
+        metrics.REQUESTS.labels(provider.name, "forwarded").inc()
+        self._emit_request(call, findings, status_code=None, error=None)
+
+    def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
+        agent = call.identity.agent_id
+        if verdict == BLOCKED:
+            status, code, msg = 403, "agent_blocked", f"agent {call.identity.name} is blocked by governance policy"
+        elif verdict == RETIRED:
+            status, code, msg = 403, "agent_retired", f"agent {call.identity.name} is retired"
+        else:
+            assert verdict == UNAVAILABLE
+            status, code, msg = 503, "governance_unavailable", "the agent table is not available and fail_mode is fail_closed"
+        flow.response = http.Response.make(
+            status,
+            _json.encode({"error": code, "message": msg, "agent_id": agent}),
+            {"content-type": "application/json", "x-govrix-decision": code},
+        )
+        metrics.REQUESTS.labels(call.provider.name, code).inc()
+        self._emit_request(call, [], status_code=status, error=code)
+        call.done = True
+
+    def _emit_request(self, call: Call, findings: list[pii.Finding], *, status_code: int | None, error: str | None) -> None:
+        info = call.info
+        ev = Event(
+            id=call.request_event_id,
+            agent_id=call.identity.agent_id,
+            session_id=call.session_id,
+            timestamp=_ts(call.started),
+            direction="request",
+            provider=call.provider.name,
+            endpoint=call.endpoint,
+            model=info.model,
+            prompt_tokens=info.estimated_prompt_tokens or None,
+            usage_source="estimated" if info.estimated_prompt_tokens else "missing",
+            status_code=status_code,
+            compliance_tag=call.compliance_tag,
+            pii_detected=bool(findings),
+            pii_types=sorted({f.type for f in findings}),
+            pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
+            tool_calls=[{"name": t} for t in info.tools] or None,
+            policy_decisions=call.policy_decisions or None,
+            error=error,
+            parse_error=info.parse_error,
+            request_bytes=call.request_bytes,
+        )
+        self._record(ev)
+
+    # -- response -------------------------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get("govrix")
+        if not isinstance(call, Call) or call.done or flow.response is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            resp = flow.response
+            ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            streamed = ctype in STREAM_TYPES or (call.info.stream and 200 <= resp.status_code < 300)
+            if streamed:
+                parser = call.provider.stream_parser(call.endpoint, ctype, resp.headers.get("content-encoding"))
+                if self.settings is not None and self.settings.pii_scan:
+                    scanner = pii.StreamScanner()
+                    call.scanner = scanner
+                    parser.text_delta_callback = scanner.feed
+                call.parser = parser
+                resp.stream = Tee(call)
+        except Exception:
+            metrics.HOOK_ERRORS.labels("responseheaders").inc()
+            log.exception("responseheaders hook failed")
+        call.hook_seconds += time.perf_counter() - t0
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get("govrix")
+        if not isinstance(call, Call) or call.done:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._response(flow, call, error=None)
+        except Exception:
+            metrics.HOOK_ERRORS.labels("response").inc()
+            log.exception("response hook failed")
+        call.hook_seconds += time.perf_counter() - t0
+        metrics.ADDED_LATENCY.observe(call.hook_seconds)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        """Upstream failure or a client that went away mid-stream: still one response event."""
+        call = flow.metadata.get("govrix")
+        if not isinstance(call, Call) or call.done:
+            return
+        try:
+            self._response(flow, call, error=flow.error.msg if flow.error else "flow error")
+        except Exception:
+            metrics.HOOK_ERRORS.labels("error").inc()
+            log.exception("error hook failed")
+
+    def _response(self, flow: http.HTTPFlow, call: Call, *, error: str | None) -> None:
+        call.done = True
+        resp = flow.response
+        s = self.settings
+        assert s is not None
+        findings: list[pii.Finding] = []
+        if call.parser is not None:
+            rinfo = call.parser.finish()
+            if call.scanner is not None:
+                findings = call.scanner.findings("$.response.text")
+        elif resp is not None and resp.stream is False and error is None:
+            call.response_bytes = len(resp.raw_content or b"")
+            body = _content(resp)
+            if body is None:
+                rinfo = ResponseInfo(parse_error="undecodable response body")
+            else:
+                ctype = resp.headers.get("content-type", "")
+                rinfo = call.provider.parse_response(call.endpoint, body, ctype)
+            if s.pii_scan and rinfo.text:
+                findings = pii.scan_segments([("$.response.text", rinfo.text)])
+        else:
+            rinfo = ResponseInfo()
+        if s.pii_scan and rinfo.tool_calls:
+            findings += pii.scan_segments(
+                (f"$.response.tool_calls[{i}].arguments", tc.arguments) for i, tc in enumerate(rinfo.tool_calls)
+            )
+        if rinfo.parse_error:
+            metrics.PARSE_ERRORS.labels(call.provider.name, "response").inc()
+        usage = fill_prompt_estimate(rinfo.usage, call.info.estimated_prompt_tokens)
+        model = rinfo.model or call.info.model
+        cost = cost_usd(call.provider.name, model, usage) if usage.source != "missing" else None
+        end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
+        first = call.first_byte or (resp.timestamp_start if resp is not None else None)
+        ev = Event(
+            id=ids.event_id(),
+            parent_id=call.request_event_id,
+            agent_id=call.identity.agent_id,
+            session_id=call.session_id,
+            timestamp=_ts(end),
+            direction="response",
+            provider=call.provider.name,
+            endpoint=call.endpoint,
+            model=model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            usage_source=usage.source,
+            cost_usd=cost,
+            status_code=resp.status_code if resp is not None else None,
+            latency_ms=round((end - call.started) * 1000, 3),
+            ttfb_ms=round((first - call.started) * 1000, 3) if first else None,
+            compliance_tag=call.compliance_tag,
+            pii_detected=bool(findings),
+            pii_types=sorted({f.type for f in findings}),
+            pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
+            tool_calls=[{"name": t.name, "id": t.id, "arguments_bytes": len(t.arguments)} for t in rinfo.tool_calls]
+            or None,
+            policy_decisions=call.policy_decisions or None,
+            error=error or rinfo.error,
+            parse_error=rinfo.parse_error,
+            request_bytes=call.request_bytes,
+            response_bytes=call.response_bytes,
+        )
+        self._record(ev)
+        metrics.UPSTREAM_LATENCY.labels(call.provider.name).observe(end - call.started)
+        if first:
+            metrics.TTFB.labels(call.provider.name).observe(first - call.started)
+        metrics.BYTES.labels("request").inc(call.request_bytes)
+        metrics.BYTES.labels("response").inc(call.response_bytes)
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def _record(self, ev: Event) -> None:
+        self.chain.seal(ev)
+        metrics.EVENTS.labels(ev.direction).inc()
+        if self.writer is not None:
+            self.writer.enqueue(ev)
+
+    def _sight(self, identity: Identity, now: float) -> None:
+        """Register an agent on first sight, and refresh last_seen_at at most once a minute."""
+        last = self._sighted.get(identity.agent_id)
+        if last is not None and now - last < 60:
+            return
+        self._sighted[identity.agent_id] = now
+        if not self.agents.known(identity.agent_id):
+            self.agents.set_local(identity.agent_id, "active")
+        if self.writer is not None:
+            self.writer.sight_agent(
+                AgentSighting(identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now))
+            )
+
+
+def _stat(w: BatchWriter, name: str) -> Any:
+    return lambda: float(getattr(w.stats, name))
+
+
+def _strip_ours(headers: http.Headers) -> None:
+    for name in [k for k in headers if k.lower().startswith("x-govrix")]:
+        del headers[name]
+    for name in STRIP_HEADERS:
+        if name in headers:
+            del headers[name]
+
+
+def _content(msg: http.Message) -> bytes | None:
+    """The decoded body, read once; None when its content-encoding is broken."""
+    try:
+        return msg.get_content(strict=True) or b""
+    except ValueError:
+        return None
+
+
+def _proxy_auth_required() -> http.Response:
+    return http.Response.make(
+        407,
+        _json.encode({"error": "proxy_auth_required", "message": "send Proxy-Authorization: Basic <agent>:<token>"}),
+        {"content-type": "application/json", "proxy-authenticate": 'Basic realm="govrix"'},
+    )
+
+
+def _embedded_url(home: Path) -> str | None:
+    try:
+        from scripts import pgembed
+
+        c = pgembed.Cluster(home)
+        if c.port_file.exists() and c.password_file.exists():
+            return c.url()
+    except Exception:
+        return None
+    return None
+
+
+def iter_calls(addon: Govrix) -> Iterator[str]:  # pragma: no cover - debugging aid
+    yield from addon._sighted
