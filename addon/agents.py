@@ -112,7 +112,10 @@ class AgentTable:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(
-                    self.conninfo, autocommit=True, application_name="govrix-agents", connect_timeout=5
+                    self.conninfo,
+                    autocommit=True,
+                    application_name="govrix-agents",
+                    connect_timeout=5,
                 ) as conn:
                     conn.execute("LISTEN govrix_agents")
                     self._full_load(conn)

@@ -71,7 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 def parse_upstream(name: str, url: str) -> Upstream:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"GOVRIX_UPSTREAM_{name.upper()}: expected http(s)://host[:port][/path], got {url!r}")
+        raise ConfigError(
+            f"GOVRIX_UPSTREAM_{name.upper()}: expected http(s)://host[:port][/path], got {url!r}"
+        )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
@@ -128,7 +130,9 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
 
     fail_mode = env.get("GOVRIX_FAIL_MODE") or fc.fail_mode
     if fail_mode not in ("last_known", "fail_open", "fail_closed"):
-        raise ConfigError(f"GOVRIX_FAIL_MODE: expected last_known|fail_open|fail_closed, got {fail_mode!r}")
+        raise ConfigError(
+            f"GOVRIX_FAIL_MODE: expected last_known|fail_open|fail_closed, got {fail_mode!r}"
+        )
 
     def num(name: str, default: float) -> float:
         raw = env.get(name)
@@ -148,7 +152,9 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         home=home,
         upstreams=upstreams,
         openai_compatible_hosts=compatible,
-        record_unknown_hosts=_bool("GOVRIX_RECORD_UNKNOWN_HOSTS", env["GOVRIX_RECORD_UNKNOWN_HOSTS"])
+        record_unknown_hosts=_bool(
+            "GOVRIX_RECORD_UNKNOWN_HOSTS", env["GOVRIX_RECORD_UNKNOWN_HOSTS"]
+        )
         if "GOVRIX_RECORD_UNKNOWN_HOSTS" in env
         else fc.record_unknown_hosts,
         session_idle_seconds=num("GOVRIX_SESSION_IDLE_MINUTES", fc.session_idle_minutes) * 60,
@@ -157,6 +163,10 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         policy_file=Path(policy) if policy else None,
         metrics_port=int(num("GOVRIX_PROXY_METRICS_PORT", fc.metrics_port)),
         retention_days=retention,
-        pii_scan=_bool("GOVRIX_PII_SCAN", env["GOVRIX_PII_SCAN"]) if "GOVRIX_PII_SCAN" in env else fc.pii_scan,
-        identity_secret=_identity_secret(home, env.get("GOVRIX_IDENTITY_SECRET") or fc.identity_secret),
+        pii_scan=_bool("GOVRIX_PII_SCAN", env["GOVRIX_PII_SCAN"])
+        if "GOVRIX_PII_SCAN" in env
+        else fc.pii_scan,
+        identity_secret=_identity_secret(
+            home, env.get("GOVRIX_IDENTITY_SECRET") or fc.identity_secret
+        ),
     )

@@ -30,7 +30,12 @@ SESSION_HEADERS = (
     "x-portkey-trace-id",
 )
 # Where provider API keys travel: header -> value prefix to strip.
-_KEY_HEADERS = (("authorization", "bearer "), ("x-api-key", ""), ("api-key", ""), ("x-goog-api-key", ""))
+_KEY_HEADERS = (
+    ("authorization", "bearer "),
+    ("x-api-key", ""),
+    ("api-key", ""),
+    ("x-goog-api-key", ""),
+)
 # Our own headers that never go upstream (besides every ``x-govrix-*``).
 STRIP_HEADERS = ("proxy-authorization", "x-agent-id")
 _MAX_NAME = 128
@@ -112,7 +117,9 @@ class Identifier:
                 v = v.strip()
                 if v:
                     d = self._key_digest(v)
-                    return Identity(self._agent_id("key:" + d), "key-" + d[:8], "api_key", source_ip)
+                    return Identity(
+                        self._agent_id("key:" + d), "key-" + d[:8], "api_key", source_ip
+                    )
         if query_key:
             d = self._key_digest(query_key)
             return Identity(self._agent_id("key:" + d), "key-" + d[:8], "api_key", source_ip)

@@ -16,12 +16,27 @@ REQUESTS = Counter(
     ["provider", "outcome"],
     registry=REGISTRY,
 )
-EVENTS = Counter("govrix_proxy_events", "Events emitted, by direction.", ["direction"], registry=REGISTRY)
-BYTES = Counter("govrix_proxy_bytes", "Body bytes of recorded calls, by direction.", ["direction"], registry=REGISTRY)
-PARSE_ERRORS = Counter(
-    "govrix_proxy_parse_errors", "Bodies that could not be parsed (forwarded anyway).", ["provider", "phase"], registry=REGISTRY
+EVENTS = Counter(
+    "govrix_proxy_events", "Events emitted, by direction.", ["direction"], registry=REGISTRY
 )
-HOOK_ERRORS = Counter("govrix_proxy_hook_errors", "Addon hooks that failed (traffic still flowed).", ["hook"], registry=REGISTRY)
+BYTES = Counter(
+    "govrix_proxy_bytes",
+    "Body bytes of recorded calls, by direction.",
+    ["direction"],
+    registry=REGISTRY,
+)
+PARSE_ERRORS = Counter(
+    "govrix_proxy_parse_errors",
+    "Bodies that could not be parsed (forwarded anyway).",
+    ["provider", "phase"],
+    registry=REGISTRY,
+)
+HOOK_ERRORS = Counter(
+    "govrix_proxy_hook_errors",
+    "Addon hooks that failed (traffic still flowed).",
+    ["hook"],
+    registry=REGISTRY,
+)
 ADDED_LATENCY = Histogram(
     "govrix_proxy_added_latency_seconds",
     "CPU time our addon spends per request in its hooks (what we add to mitmproxy's own).",
@@ -50,7 +65,9 @@ class CallbackCollector(Collector):
     def __init__(self) -> None:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
-        self.labelled: list[tuple[str, str, list[str], Callable[[], dict[tuple[str, ...], float]]]] = []
+        self.labelled: list[
+            tuple[str, str, list[str], Callable[[], dict[tuple[str, ...], float]]]
+        ] = []
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for name, (doc, fn) in self.gauges.items():

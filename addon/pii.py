@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, NamedTuple
@@ -98,17 +99,19 @@ _SSN_CONTEXT: Final = re2.compile(SSN_CONTEXT.encode())
 _PHONE_CONTEXT: Final = re2.compile(PHONE_CONTEXT.encode())
 _VERSION_CONTEXT: Final = re2.compile(VERSION_CONTEXT.encode())
 
-assert _COMBINED.groups == len(DETECTORS), "a pattern in pii_patterns.py has a capturing group"
+if _COMBINED.groups != len(DETECTORS):  # group i+1 must be detector i
+    raise RuntimeError("a pattern in addon/pii_patterns.py has a capturing group")
 
 _CONTEXT_WINDOW: Final = 32  # bytes looked at before a bare number for a keyword
 _DIGITS: Final = frozenset(b"0123456789")
 _WORD: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _HEX: Final = frozenset(b"0123456789ABCDEFabcdef")
 # File extensions that show up after an '@' in asset names (icon@2x.png) but are not mail TLDs.
-_FILE_EXTENSIONS: Final = frozenset(
-    "png jpg jpeg gif svg webp bmp ico tif tiff avif js mjs cjs ts tsx jsx css scss less json "
-    "yaml yml toml lock txt html htm xml pdf map wasm".split()
+_FILE_EXTENSION_NAMES: Final = (
+    "png jpg jpeg gif svg webp bmp ico tif tiff avif js mjs cjs ts tsx jsx css scss less json yaml "
+    "yml toml lock txt html htm xml pdf map wasm"
 )
+_FILE_EXTENSIONS: Final = frozenset(_FILE_EXTENSION_NAMES.split())
 
 
 # --- validators ----------------------------------------------------------------------------------
@@ -283,12 +286,51 @@ def _valid_iban(buf: bytes, start: int, end: int) -> int:
     return _shrink(buf, start, end, lambda v: stdnum_iban.is_valid(v.decode()), b" ")
 
 
+_PHONE_CACHE_SIZE: Final = 4096
+# Validity of recently seen phone candidates, keyed by a digest so that no number is kept in
+# memory. Agents resend the whole conversation on every call, so the same number recurs often,
+# and phonenumbers costs 10-30 µs per check.
+_phone_cache: dict[bytes, bool] = {}
+
+
 def _phone_ok(value: bytes, region: str | None) -> bool:
-    try:
-        number = phonenumbers.parse(value.decode(), region)
-    except phonenumbers.NumberParseException:
-        return False
-    return phonenumbers.is_valid_number(number)
+    """``phonenumbers`` validity of a candidate: '+' numbers for any region, else ``region``."""
+    key = hashlib.blake2b(value, digest_size=16, person=(region or "").encode()).digest()
+    valid = _phone_cache.get(key)
+    if valid is None:
+        valid = _phone_valid(value, region)
+        if len(_phone_cache) >= _PHONE_CACHE_SIZE:
+            _phone_cache.clear()  # cheap bound; a cold cache only costs speed
+        _phone_cache[key] = valid
+    return valid
+
+
+def _phone_valid(value: bytes, region: str | None) -> bool:
+    digits = bytes(c for c in value if c in _DIGITS).decode()
+    number: phonenumbers.PhoneNumber | None = None
+    # Fast path: build the number from its digits instead of phonenumbers.parse (which costs as
+    # much as the validation itself). Trunk prefixes ("(0)", a leading national 0) take the slow,
+    # general path.
+    if region is None and b"(0)" not in value:
+        for size in (1, 2, 3):
+            code = int(digits[:size])
+            if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                national = digits[size:]
+                if national and national[0] != "0":
+                    number = phonenumbers.PhoneNumber(
+                        country_code=code, national_number=int(national)
+                    )
+                break
+    elif region == "US":
+        national = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+        if len(national) == 10:
+            number = phonenumbers.PhoneNumber(country_code=1, national_number=int(national))
+    if number is None:
+        try:
+            number = phonenumbers.parse(value.decode(), region)
+        except phonenumbers.NumberParseException:
+            return False
+    return bool(phonenumbers.is_valid_number(number))
 
 
 def _valid_phone_intl(buf: bytes, start: int, end: int) -> int:

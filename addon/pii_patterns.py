@@ -44,7 +44,13 @@ SECRET: Final = "(?:" + "|".join(_SECRET_ALTERNATIVES) + ")"
 
 # --- contact data --------------------------------------------------------------------------------
 _LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-EMAIL: Final = r"(?:[A-Za-z0-9._%+\-]|\p{L}|\p{N}){1,64}@" + _LABEL + r"(?:\." + _LABEL + r")*\.[A-Za-z]{2,24}\b"
+EMAIL: Final = (
+    r"(?:[A-Za-z0-9._%+\-]|\p{L}|\p{N}){1,64}@"
+    + _LABEL
+    + r"(?:\."
+    + _LABEL
+    + r")*\.[A-Za-z]{2,24}\b"
+)
 
 # International numbers: '+' then country code then up to 6 digit groups (E.164 allows 15 digits).
 PHONE_INTL: Final = (
@@ -73,8 +79,11 @@ IPV4: Final = r"\b[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b"
 # (a clock time such as 12:30:45) is not retried at every following offset.
 _V4_TAIL: Final = r"(?:\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})?"
 IPV6: Final = (
-    r"(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,8}" + _V4_TAIL
-    + r"|::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){0,6}" + _V4_TAIL + ")"
+    r"(?:\b[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){2,8}"
+    + _V4_TAIL
+    + r"|::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{0,4}){0,6}"
+    + _V4_TAIL
+    + ")"
 )
 
 # Detector name -> pattern. They are joined, in this order, into one alternation; RE2 picks the

@@ -28,14 +28,33 @@ from addon import config as config_mod
 from addon import ids, lineage, metrics, pii
 from addon.agents import ALLOW, BLOCKED, RETIRED, UNAVAILABLE, AgentTable
 from addon.event import Event
-from addon.identity import STRIP_HEADERS, Identifier, Identity, Sessions, parse_proxy_authorization, vendor_session
+from addon.identity import (
+    STRIP_HEADERS,
+    Identifier,
+    Identity,
+    Sessions,
+    parse_proxy_authorization,
+    vendor_session,
+)
 from addon.pricing import cost_usd
-from addon.providers import Provider, RequestInfo, ResponseInfo, StreamParser, detect, fill_prompt_estimate
+from addon.providers import (
+    Provider,
+    RequestInfo,
+    ResponseInfo,
+    StreamParser,
+    detect,
+    fill_prompt_estimate,
+)
 from addon.writer import AgentSighting, BatchWriter
 
 log = logging.getLogger("govrix.proxy")
 
-STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream", "application/jsonl")
+STREAM_TYPES = (
+    "text/event-stream",
+    "application/x-ndjson",
+    "application/vnd.amazon.eventstream",
+    "application/jsonl",
+)
 _json = msgspec.json.Encoder()
 
 
@@ -94,7 +113,9 @@ def _ts(epoch: float) -> datetime:
 class Govrix:
     """The addon. ``settings`` may be given directly (tests, offline replay)."""
 
-    def __init__(self, settings: config_mod.Settings | None = None, *, replay: bool = False) -> None:
+    def __init__(
+        self, settings: config_mod.Settings | None = None, *, replay: bool = False
+    ) -> None:
         self.settings = settings
         self.replay = replay
         self.writer: BatchWriter | None = None
@@ -109,7 +130,9 @@ class Govrix:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def load(self, loader: Any) -> None:
-        loader.add_option("govrix_config", str, "", "Path of the Govrix TOML config file (GOVRIX_CONFIG).")
+        loader.add_option(
+            "govrix_config", str, "", "Path of the Govrix TOML config file (GOVRIX_CONFIG)."
+        )
 
     def configure(self, updated: set[str]) -> None:
         if self.settings is not None and "govrix_config" not in updated:
@@ -139,8 +162,12 @@ class Govrix:
         self.sessions = Sessions(s.session_idle_seconds)
         url = s.database_url or _embedded_url(s.home)
         if not url:
-            log.warning("no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only")
-        self.writer = BatchWriter(url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days)
+            log.warning(
+                "no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only"
+            )
+        self.writer = BatchWriter(
+            url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days
+        )
         self.writer.start()
         if not self.replay:
             self.agents = AgentTable(url, fail_mode=s.fail_mode).start()
@@ -158,11 +185,23 @@ class Govrix:
         w = self.writer
         assert w is not None
         live = metrics.LIVE
-        live.gauges["govrix_writer_buffer_depth"] = ("Events waiting in the ring buffer.", lambda: w.stats.depth())
-        live.gauges["govrix_writer_spool_bytes"] = ("Bytes waiting in the spool.", lambda: w.stats.spool_bytes())
-        live.gauges["govrix_agent_table_live"] = ("1 when the agent table listener is connected.", lambda: float(self.agents.live))
+        live.gauges["govrix_writer_buffer_depth"] = (
+            "Events waiting in the ring buffer.",
+            lambda: w.stats.depth(),
+        )
+        live.gauges["govrix_writer_spool_bytes"] = (
+            "Bytes waiting in the spool.",
+            lambda: w.stats.spool_bytes(),
+        )
+        live.gauges["govrix_agent_table_live"] = (
+            "1 when the agent table listener is connected.",
+            lambda: float(self.agents.live),
+        )
         for name in ("enqueued", "written", "spooled", "replayed", "dropped", "rejected"):
-            live.counters[f"govrix_writer_{name}"] = (f"Events {name} by the writer.", _stat(w, name))
+            live.counters[f"govrix_writer_{name}"] = (
+                f"Events {name} by the writer.",
+                _stat(w, name),
+            )
         from addon import pricing
 
         live.labelled.append(
@@ -179,7 +218,11 @@ class Govrix:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         creds = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         s = self.settings
-        if s is not None and s.proxy_token is not None and (creds is None or creds[1] != s.proxy_token):
+        if (
+            s is not None
+            and s.proxy_token is not None
+            and (creds is None or creds[1] != s.proxy_token)
+        ):
             flow.response = _proxy_auth_required()
             return
         if creds is not None:
@@ -208,10 +251,14 @@ class Govrix:
         assert s is not None and self.identifier is not None
         req = flow.request
         headers = req.headers
-        creds = parse_proxy_authorization(headers.get("proxy-authorization")) or self._conn_users.get(
-            flow.client_conn.id
-        )
-        if s.proxy_token is not None and not self.replay and (creds is None or creds[1] != s.proxy_token):
+        creds = parse_proxy_authorization(
+            headers.get("proxy-authorization")
+        ) or self._conn_users.get(flow.client_conn.id)
+        if (
+            s.proxy_token is not None
+            and not self.replay
+            and (creds is None or creds[1] != s.proxy_token)
+        ):
             flow.response = _proxy_auth_required()
             return
         host = req.pretty_host
@@ -222,7 +269,9 @@ class Govrix:
             get,
             creds[0] if creds else None,
             flow.client_conn.peername[0] if flow.client_conn.peername else None,
-            req.query.get("key") if found is not None and found[0].name in ("gemini", "vertex") else None,
+            req.query.get("key")
+            if found is not None and found[0].name in ("gemini", "vertex")
+            else None,
         )
         explicit_session = vendor_session(get)
         _strip_ours(headers)
@@ -234,8 +283,12 @@ class Govrix:
 
         started = req.timestamp_start
         body = _content(req)
-        info = provider.parse_request(endpoint, path, body) if body is not None else RequestInfo(
-            provider=provider.name, endpoint=endpoint, parse_error="undecodable request body"
+        info = (
+            provider.parse_request(endpoint, path, body)
+            if body is not None
+            else RequestInfo(
+                provider=provider.name, endpoint=endpoint, parse_error="undecodable request body"
+            )
         )
         if info.parse_error:
             metrics.PARSE_ERRORS.labels(provider.name, "request").inc()
@@ -276,12 +329,20 @@ class Govrix:
     def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
         agent = call.identity.agent_id
         if verdict == BLOCKED:
-            status, code, msg = 403, "agent_blocked", f"agent {call.identity.name} is blocked by governance policy"
+            status, code, msg = (
+                403,
+                "agent_blocked",
+                f"agent {call.identity.name} is blocked by governance policy",
+            )
         elif verdict == RETIRED:
             status, code, msg = 403, "agent_retired", f"agent {call.identity.name} is retired"
         else:
             assert verdict == UNAVAILABLE
-            status, code, msg = 503, "governance_unavailable", "the agent table is not available and fail_mode is fail_closed"
+            status, code, msg = (
+                503,
+                "governance_unavailable",
+                "the agent table is not available and fail_mode is fail_closed",
+            )
         flow.response = http.Response.make(
             status,
             _json.encode({"error": code, "message": msg, "agent_id": agent}),
@@ -291,7 +352,9 @@ class Govrix:
         self._emit_request(call, [], status_code=status, error=code)
         call.done = True
 
-    def _emit_request(self, call: Call, findings: list[pii.Finding], *, status_code: int | None, error: str | None) -> None:
+    def _emit_request(
+        self, call: Call, findings: list[pii.Finding], *, status_code: int | None, error: str | None
+    ) -> None:
         info = call.info
         ev = Event(
             id=call.request_event_id,
@@ -329,7 +392,9 @@ class Govrix:
             ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
             streamed = ctype in STREAM_TYPES or (call.info.stream and 200 <= resp.status_code < 300)
             if streamed:
-                parser = call.provider.stream_parser(call.endpoint, ctype, resp.headers.get("content-encoding"))
+                parser = call.provider.stream_parser(
+                    call.endpoint, ctype, resp.headers.get("content-encoding")
+                )
                 if self.settings is not None and self.settings.pii_scan:
                     scanner = pii.StreamScanner()
                     call.scanner = scanner
@@ -389,14 +454,20 @@ class Govrix:
             rinfo = ResponseInfo()
         if s.pii_scan and rinfo.tool_calls:
             findings += pii.scan_segments(
-                (f"$.response.tool_calls[{i}].arguments", tc.arguments) for i, tc in enumerate(rinfo.tool_calls)
+                (f"$.response.tool_calls[{i}].arguments", tc.arguments)
+                for i, tc in enumerate(rinfo.tool_calls)
             )
         if rinfo.parse_error:
             metrics.PARSE_ERRORS.labels(call.provider.name, "response").inc()
         usage = fill_prompt_estimate(rinfo.usage, call.info.estimated_prompt_tokens)
         model = rinfo.model or call.info.model
-        cost = cost_usd(call.provider.name, model, usage) if usage.source != "missing" else None
-        end = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
+        status = resp.status_code if resp is not None else None
+        # Failed calls are not billed; an estimate is only priced for a call that succeeded.
+        billable = usage.source == "reported" or (usage.source == "estimated" and status is not None and status < 400)
+        cost = cost_usd(call.provider.name, model, usage) if billable else None
+        end = (
+            resp.timestamp_end if resp is not None and resp.timestamp_end else None
+        ) or time.time()
         first = call.first_byte or (resp.timestamp_start if resp is not None else None)
         ev = Event(
             id=ids.event_id(),
@@ -415,14 +486,17 @@ class Govrix:
             reasoning_tokens=usage.reasoning_tokens,
             usage_source=usage.source,
             cost_usd=cost,
-            status_code=resp.status_code if resp is not None else None,
+            status_code=status,
             latency_ms=round((end - call.started) * 1000, 3),
             ttfb_ms=round((first - call.started) * 1000, 3) if first else None,
             compliance_tag=call.compliance_tag,
             pii_detected=bool(findings),
             pii_types=sorted({f.type for f in findings}),
             pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
-            tool_calls=[{"name": t.name, "id": t.id, "arguments_bytes": len(t.arguments)} for t in rinfo.tool_calls]
+            tool_calls=[
+                {"name": t.name, "id": t.id, "arguments_bytes": len(t.arguments)}
+                for t in rinfo.tool_calls
+            ]
             or None,
             policy_decisions=call.policy_decisions or None,
             error=error or rinfo.error,
@@ -455,7 +529,9 @@ class Govrix:
             self.agents.set_local(identity.agent_id, "active")
         if self.writer is not None:
             self.writer.sight_agent(
-                AgentSighting(identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now))
+                AgentSighting(
+                    identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now)
+                )
             )
 
 
@@ -482,7 +558,12 @@ def _content(msg: http.Message) -> bytes | None:
 def _proxy_auth_required() -> http.Response:
     return http.Response.make(
         407,
-        _json.encode({"error": "proxy_auth_required", "message": "send Proxy-Authorization: Basic <agent>:<token>"}),
+        _json.encode(
+            {
+                "error": "proxy_auth_required",
+                "message": "send Proxy-Authorization: Basic <agent>:<token>",
+            }
+        ),
         {"content-type": "application/json", "proxy-authenticate": 'Basic realm="govrix"'},
     )
 

@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from litestar import Request
+from litestar.datastructures import ResponseHeader
+from litestar.openapi.spec import OpenAPIType, Schema
 
 from api.errors import bad_request
 
@@ -21,6 +23,28 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 1000
+
+# Documented in OpenAPI on every list route (documentation only: set by ``page_headers``).
+PAGE_HEADERS = [
+    ResponseHeader(
+        name="X-Total-Count",
+        schema=Schema(type=OpenAPIType.STRING),
+        description="Rows matching the filters (all pages).",
+        documentation_only=True,
+    ),
+    ResponseHeader(
+        name="X-Next-Cursor",
+        schema=Schema(type=OpenAPIType.STRING),
+        description="Cursor of the next page, when this page is full.",
+        documentation_only=True,
+    ),
+    ResponseHeader(
+        name="Link",
+        schema=Schema(type=OpenAPIType.STRING),
+        description='`<url>; rel="next"` when this page is full.',
+        documentation_only=True,
+    ),
+]
 
 
 class Cursor:

@@ -270,7 +270,9 @@ def test_redact_json_walks_nested_documents_without_mutating_them() -> None:
     assert json.dumps(doc) == before
     assert redacted["messages"][0]["content"] == "my card is [REDACTED:credit_card]"
     assert redacted["messages"][1]["content"][0]["text"] == "ip [REDACTED:ipv4]"
-    assert redacted["temperature"] == 0.2 and redacted["stop"] is None and redacted["stream"] is True
+    assert (
+        redacted["temperature"] == 0.2 and redacted["stop"] is None and redacted["stream"] is True
+    )
     clean = {"a": ["nothing here", 3]}
     assert redact_json(clean) == (clean, 0)
 
@@ -382,7 +384,7 @@ def test_stream_counts_distinct_occurrences_across_a_long_stream() -> None:
         assert _stream_counts(chunks) == expected, size
 
 
-@pytest.mark.parametrize(("chunk", "scan_every"), [(1, 1), (5, 40), (33, 512), (7, 100_000)])
+@pytest.mark.parametrize(("chunk", "scan_every"), [(3, 1), (5, 40), (33, 512), (7, 100_000)])
 def test_stream_matches_whole_text_scan(chunk: int, scan_every: int) -> None:
     text = "\n".join(line.text for line in _load_corpus())
     whole = Counter(m.type for m in scan_text(text))

@@ -67,8 +67,18 @@ DETECT_CASES = [
     ("api.openai.com", "/v1/models", None, None),
     ("api.openai.com", "/v1/responses/resp_123", None, None),
     ("api.openai.com", "/v1/chat/completions/chatcmpl-1", None, None),
-    ("myres.openai.azure.com", "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21", "azure", "chat.completions"),
-    ("myres.cognitiveservices.azure.com", "/openai/deployments/emb/embeddings?api-version=2024-02-01", "azure", "embeddings"),
+    (
+        "myres.openai.azure.com",
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21",
+        "azure",
+        "chat.completions",
+    ),
+    (
+        "myres.cognitiveservices.azure.com",
+        "/openai/deployments/emb/embeddings?api-version=2024-02-01",
+        "azure",
+        "embeddings",
+    ),
     ("myres.openai.azure.com", "/openai/v1/responses", "azure", "responses"),
     ("myres.openai.azure.com", "/openai/v1/chat/completions", "azure", "chat.completions"),
     ("myres.openai.azure.com", "/v1/chat/completions", None, None),
@@ -77,14 +87,44 @@ DETECT_CASES = [
     ("api.anthropic.com", "/v1/messages?beta=true", "anthropic", "messages"),
     ("api.anthropic.com", "/v1/messages/count_tokens", None, None),
     ("api.anthropic.com", "/v1/messages/batches", None, None),
-    ("generativelanguage.googleapis.com", "/v1beta/models/gemini-1.5-pro:generateContent", "gemini", "generateContent"),
-    ("generativelanguage.googleapis.com", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse", "gemini", "streamGenerateContent"),
-    ("generativelanguage.googleapis.com", "/v1/models/gemini-1.5-flash:streamGenerateContent", "gemini", "streamGenerateContent"),
+    (
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-1.5-pro:generateContent",
+        "gemini",
+        "generateContent",
+    ),
+    (
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+        "gemini",
+        "streamGenerateContent",
+    ),
+    (
+        "generativelanguage.googleapis.com",
+        "/v1/models/gemini-1.5-flash:streamGenerateContent",
+        "gemini",
+        "streamGenerateContent",
+    ),
     ("generativelanguage.googleapis.com", "/v1beta/models/gemini-1.5-pro:countTokens", None, None),
     ("generativelanguage.googleapis.com", "/v1beta/models", None, None),
-    ("us-central1-aiplatform.googleapis.com", "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent", "vertex", "generateContent"),
-    ("bedrock-runtime.us-east-1.amazonaws.com", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse", "bedrock", "converse"),
-    ("bedrock-runtime.eu-west-3.amazonaws.com", "/model/us.anthropic.claude-3-5-sonnet-20241022-v2:0/converse-stream", "bedrock", "converse-stream"),
+    (
+        "us-central1-aiplatform.googleapis.com",
+        "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent",
+        "vertex",
+        "generateContent",
+    ),
+    (
+        "bedrock-runtime.us-east-1.amazonaws.com",
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse",
+        "bedrock",
+        "converse",
+    ),
+    (
+        "bedrock-runtime.eu-west-3.amazonaws.com",
+        "/model/us.anthropic.claude-3-5-sonnet-20241022-v2:0/converse-stream",
+        "bedrock",
+        "converse-stream",
+    ),
     ("bedrock-runtime.us-east-1.amazonaws.com", "/model/x/invoke", None, None),
     ("bedrock.us-east-1.amazonaws.com", "/model/x/converse", None, None),
     ("localhost:11434", "/api/chat", "ollama", "ollama.chat"),
@@ -118,14 +158,44 @@ def test_detect(host: str, path: str, name: str | None, endpoint: str | None) ->
 @pytest.mark.parametrize(
     ("host", "path", "extras", "name", "endpoint"),
     [
-        ("vllm.internal", "/v1/chat/completions", {"vllm.internal"}, "openai-compatible", "chat.completions"),
-        ("vllm.internal:8000", "/v1/completions", {"vllm.internal:8000"}, "openai-compatible", "completions"),
-        ("vllm.internal:8000", "/v1/embeddings", {"vllm.internal"}, "openai-compatible", "embeddings"),
-        ("vllm.internal", "/v1/chat/completions", {"vllm.internal": "vllm"}, "vllm", "chat.completions"),
+        (
+            "vllm.internal",
+            "/v1/chat/completions",
+            {"vllm.internal"},
+            "openai-compatible",
+            "chat.completions",
+        ),
+        (
+            "vllm.internal:8000",
+            "/v1/completions",
+            {"vllm.internal:8000"},
+            "openai-compatible",
+            "completions",
+        ),
+        (
+            "vllm.internal:8000",
+            "/v1/embeddings",
+            {"vllm.internal"},
+            "openai-compatible",
+            "embeddings",
+        ),
+        (
+            "vllm.internal",
+            "/v1/chat/completions",
+            {"vllm.internal": "vllm"},
+            "vllm",
+            "chat.completions",
+        ),
         ("vllm.internal", "/v1/models", {"vllm.internal"}, None, None),
         ("other.internal", "/v1/chat/completions", {"vllm.internal"}, None, None),
         # A built-in host keeps its own provider even when listed again.
-        ("api.openai.com", "/v1/chat/completions", {"api.openai.com": "mine"}, "openai", "chat.completions"),
+        (
+            "api.openai.com",
+            "/v1/chat/completions",
+            {"api.openai.com": "mine"},
+            "openai",
+            "chat.completions",
+        ),
     ],
 )
 def test_detect_extra_hosts(
@@ -144,18 +214,33 @@ def test_detect_extra_hosts(
 REQUEST_CASES = [
     # provider, endpoint, path, file, model, stream, tools, max_tokens, expected (path, text) subset
     (
-        "openai", "chat.completions", "/v1/chat/completions", "openai_chat_request.json",
-        "gpt-4o-2024-08-06", True, ["get_weather", "send_email"], 512,
+        "openai",
+        "chat.completions",
+        "/v1/chat/completions",
+        "openai_chat_request.json",
+        "gpt-4o-2024-08-06",
+        True,
+        ["get_weather", "send_email"],
+        512,
         [
             ("$.messages[0].content", "You are a helpful travel assistant."),
-            ("$.messages[1].content[0].text", "What's the weather in Paris? Email me at jane.doe@example.com"),
+            (
+                "$.messages[1].content[0].text",
+                "What's the weather in Paris? Email me at jane.doe@example.com",
+            ),
             ("$.messages[2].tool_calls[0].function.arguments", '{"city":"Paris","unit":"celsius"}'),
             ("$.messages[3].content", '{"temp": 18, "conditions": "cloudy"}'),
         ],
     ),
     (
-        "openai", "responses", "/v1/responses", "openai_responses_request.json",
-        "o4-mini", True, ["lookup_ticket", "web_search_preview"], 800,
+        "openai",
+        "responses",
+        "/v1/responses",
+        "openai_responses_request.json",
+        "o4-mini",
+        True,
+        ["lookup_ticket", "web_search_preview"],
+        800,
         [
             ("$.instructions", "Answer briefly."),
             ("$.input[0].content[0].text", "Summarise the ticket from 555-0100."),
@@ -164,17 +249,36 @@ REQUEST_CASES = [
         ],
     ),
     (
-        "openai", "embeddings", "/v1/embeddings", "openai_embeddings_request.json",
-        "text-embedding-3-small", False, [], None,
+        "openai",
+        "embeddings",
+        "/v1/embeddings",
+        "openai_embeddings_request.json",
+        "text-embedding-3-small",
+        False,
+        [],
+        None,
         [("$.input[0]", "The food was delicious"), ("$.input[1]", "Call me at +1 415 555 0100")],
     ),
     (
-        "openai", "completions", "/v1/completions", "openai_completions_request.json",
-        "gpt-3.5-turbo-instruct", False, [], 7, [("$.prompt", "Say this is a test")],
+        "openai",
+        "completions",
+        "/v1/completions",
+        "openai_completions_request.json",
+        "gpt-3.5-turbo-instruct",
+        False,
+        [],
+        7,
+        [("$.prompt", "Say this is a test")],
     ),
     (
-        "anthropic", "messages", "/v1/messages", "anthropic_request.json",
-        "claude-3-5-sonnet-20241022", True, ["get_order", "web_search"], 1024,
+        "anthropic",
+        "messages",
+        "/v1/messages",
+        "anthropic_request.json",
+        "claude-3-5-sonnet-20241022",
+        True,
+        ["get_order", "web_search"],
+        1024,
         [
             ("$.system[0].text", "You are a support agent for ACME."),
             ("$.messages[0].content", "My SSN is on file; can you check order 1234?"),
@@ -185,8 +289,14 @@ REQUEST_CASES = [
         ],
     ),
     (
-        "gemini", "streamGenerateContent", "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
-        "gemini_request.json", "gemini-1.5-pro", True, ["find_invoice", "pay_invoice"], 800,
+        "gemini",
+        "streamGenerateContent",
+        "/v1beta/models/gemini-1.5-pro:streamGenerateContent?alt=sse",
+        "gemini_request.json",
+        "gemini-1.5-pro",
+        True,
+        ["find_invoice", "pay_invoice"],
+        800,
         [
             ("$.systemInstruction.parts[0].text", "You are a cat. Your name is Neko."),
             ("$.contents[0].parts[0].text", "Hello there, my IBAN is on the invoice."),
@@ -195,8 +305,14 @@ REQUEST_CASES = [
         ],
     ),
     (
-        "bedrock", "converse", "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse",
-        "bedrock_request.json", "anthropic.claude-3-5-sonnet-20240620-v1:0", False, ["get_weather"], 2048,
+        "bedrock",
+        "converse",
+        "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse",
+        "bedrock_request.json",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        False,
+        ["get_weather"],
+        2048,
         [
             ("$.system[0].text", "You are a weather bot."),
             ("$.messages[0].content[0].text", "Find the weather for my home at 10 Main St."),
@@ -206,8 +322,14 @@ REQUEST_CASES = [
         ],
     ),
     (
-        "ollama", "ollama.chat", "/api/chat", "ollama_chat_request.json",
-        "llama3.2", True, ["lookup"], 128,  # Ollama streams unless "stream": false
+        "ollama",
+        "ollama.chat",
+        "/api/chat",
+        "ollama_chat_request.json",
+        "llama3.2",
+        True,
+        ["lookup"],
+        128,  # Ollama streams unless "stream": false
         [
             ("$.messages[1].content", "why is the sky blue? my email is bob@example.org"),
             ("$.messages[2].tool_calls[0].function.arguments", '{"topic": "rayleigh"}'),
@@ -215,8 +337,14 @@ REQUEST_CASES = [
         ],
     ),
     (
-        "ollama", "ollama.generate", "/api/generate", "ollama_generate_request.json",
-        "llama3.2", False, [], None,
+        "ollama",
+        "ollama.generate",
+        "/api/generate",
+        "ollama_generate_request.json",
+        "llama3.2",
+        False,
+        [],
+        None,
         [("$.system", "Be brief."), ("$.prompt", "Why is the sky blue?")],
     ),
 ]
@@ -227,8 +355,15 @@ REQUEST_CASES = [
     REQUEST_CASES,
 )
 def test_parse_request(
-    name: str, endpoint: str, path: str, file: str, model: str, stream: bool,
-    tools: list[str], max_tokens: int | None, segments: list[tuple[str, str]],
+    name: str,
+    endpoint: str,
+    path: str,
+    file: str,
+    model: str,
+    stream: bool,
+    tools: list[str],
+    max_tokens: int | None,
+    segments: list[tuple[str, str]],
 ) -> None:
     info = provider(name).parse_request(endpoint, path, data(file))
     assert info.parse_error is None
@@ -244,7 +379,9 @@ def test_parse_request(
 
 
 def test_request_text_never_includes_images() -> None:
-    info = provider("anthropic").parse_request("messages", "/v1/messages", data("anthropic_request.json"))
+    info = provider("anthropic").parse_request(
+        "messages", "/v1/messages", data("anthropic_request.json")
+    )
     assert not any("iVBOR" in text for _, text in info.text)
     info = provider("gemini").parse_request(
         "generateContent", "/v1beta/models/m:generateContent", data("gemini_request.json")
@@ -262,11 +399,23 @@ def test_azure_model_from_deployment_or_body() -> None:
 
 
 def test_gemini_snake_case_request() -> None:
-    body = b'{"system_instruction":{"parts":[{"text":"sys"}]},"contents":[{"parts":[{"text":"hi"}]}],' \
+    body = (
+        b'{"system_instruction":{"parts":[{"text":"sys"}]},"contents":[{"parts":[{"text":"hi"}]}],'
         b'"generation_config":{"max_output_tokens":5},"tools":[{"function_declarations":[{"name":"f"}]}]}'
-    info = provider("gemini").parse_request("generateContent", "/v1beta/models/gemini-2.0-flash:generateContent", body)
-    assert info.text == [("$.system_instruction.parts[0].text", "sys"), ("$.contents[0].parts[0].text", "hi")]
-    assert (info.max_tokens, info.tools, info.model, info.stream) == (5, ["f"], "gemini-2.0-flash", False)
+    )
+    info = provider("gemini").parse_request(
+        "generateContent", "/v1beta/models/gemini-2.0-flash:generateContent", body
+    )
+    assert info.text == [
+        ("$.system_instruction.parts[0].text", "sys"),
+        ("$.contents[0].parts[0].text", "hi"),
+    ]
+    assert (info.max_tokens, info.tools, info.model, info.stream) == (
+        5,
+        ["f"],
+        "gemini-2.0-flash",
+        False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -292,9 +441,13 @@ def test_malformed_request(name: str, endpoint: str, path: str, body: bytes) -> 
 
 
 def test_gemini_and_bedrock_keep_path_model_on_bad_body() -> None:
-    info = provider("gemini").parse_request("streamGenerateContent", "/v1beta/models/gemini-1.5-pro:streamGenerateContent", b"{")
+    info = provider("gemini").parse_request(
+        "streamGenerateContent", "/v1beta/models/gemini-1.5-pro:streamGenerateContent", b"{"
+    )
     assert (info.model, info.stream, info.parse_error is not None) == ("gemini-1.5-pro", True, True)
-    info = provider("bedrock").parse_request("converse", "/model/amazon.nova-pro-v1%3A0/converse", b"{")
+    info = provider("bedrock").parse_request(
+        "converse", "/model/amazon.nova-pro-v1%3A0/converse", b"{"
+    )
     assert (info.model, info.parse_error is not None) == ("amazon.nova-pro-v1:0", True)
 
 
@@ -303,53 +456,96 @@ def test_gemini_and_bedrock_keep_path_model_on_bad_body() -> None:
 RESPONSE_CASES = [
     # provider, endpoint, file, model, usage, text, tool calls, finish
     (
-        "openai", "chat.completions", "openai_chat_response.json", "gpt-4o-2024-08-06",
+        "openai",
+        "chat.completions",
+        "openai_chat_response.json",
+        "gpt-4o-2024-08-06",
         Usage(1234, 56, 1290, cached_tokens=1024, reasoning_tokens=0, source="reported"),
         "It is 18°C and cloudy in Paris right now.",
-        [ToolCall("send_email", '{"to":"jane.doe@example.com"}', "call_def456")], "tool_calls",
+        [ToolCall("send_email", '{"to":"jane.doe@example.com"}', "call_def456")],
+        "tool_calls",
     ),
     (
-        "openai", "responses", "openai_responses_response.json", "o4-mini-2025-04-16",
+        "openai",
+        "responses",
+        "openai_responses_response.json",
+        "o4-mini-2025-04-16",
         Usage(328, 52, 380, cached_tokens=128, reasoning_tokens=32, source="reported"),
-        "The printer is on fire.", [ToolCall("lookup_ticket", '{"id":43}', "call_2")], "completed",
+        "The printer is on fire.",
+        [ToolCall("lookup_ticket", '{"id":43}', "call_2")],
+        "completed",
     ),
     (
-        "openai", "embeddings", "openai_embeddings_response.json", "text-embedding-3-small",
-        Usage(14, 0, 14, source="reported"), "", [], None,
+        "openai",
+        "embeddings",
+        "openai_embeddings_response.json",
+        "text-embedding-3-small",
+        Usage(14, 0, 14, source="reported"),
+        "",
+        [],
+        None,
     ),
     (
-        "openai", "completions", "openai_completions_response.json", "gpt-3.5-turbo-instruct",
-        Usage(5, 7, 12, source="reported"), "\n\nThis is indeed a test", [], "length",
+        "openai",
+        "completions",
+        "openai_completions_response.json",
+        "gpt-3.5-turbo-instruct",
+        Usage(5, 7, 12, source="reported"),
+        "\n\nThis is indeed a test",
+        [],
+        "length",
     ),
     (
-        "anthropic", "messages", "anthropic_response.json", "claude-3-5-sonnet-20241022",
+        "anthropic",
+        "messages",
+        "anthropic_response.json",
+        "claude-3-5-sonnet-20241022",
         # input 50 + cache write 1000 + cache read 2000
         Usage(3050, 120, 3170, cached_tokens=2000, cache_write_tokens=1000, source="reported"),
         "Your order shipped yesterday.",
-        [ToolCall("get_order", '{"order_id": "5678", "verbose": true}')], "tool_use",
+        [ToolCall("get_order", '{"order_id": "5678", "verbose": true}')],
+        "tool_use",
     ),
     (
-        "gemini", "generateContent", "gemini_response.json", "gemini-2.5-flash",
+        "gemini",
+        "generateContent",
+        "gemini_response.json",
+        "gemini-2.5-flash",
         # candidates 40 + thoughts 200
         Usage(1500, 240, 1740, cached_tokens=1024, reasoning_tokens=200, source="reported"),
-        "Meow! The invoice total is 99.50.", [ToolCall("pay_invoice", '{"amount": 99.5}')], "STOP",
+        "Meow! The invoice total is 99.50.",
+        [ToolCall("pay_invoice", '{"amount": 99.5}')],
+        "STOP",
     ),
     (
-        "gemini", "streamGenerateContent", "gemini_stream.json", "gemini-1.5-pro-002",
+        "gemini",
+        "streamGenerateContent",
+        "gemini_stream.json",
+        "gemini-1.5-pro-002",
         Usage(9, 21, 30, cached_tokens=4, source="reported"),
         'Meow, I am Neko — the "café" cat {🐱} \\ [ok]. Purr.',
-        [ToolCall("feed_cat", '{"food": "tuna", "grams": 50}')], "STOP",
+        [ToolCall("feed_cat", '{"food": "tuna", "grams": 50}')],
+        "STOP",
     ),
     (
-        "bedrock", "converse", "bedrock_response.json", None,
+        "bedrock",
+        "converse",
+        "bedrock_response.json",
+        None,
         Usage(1530, 25, 1555, cached_tokens=1000, cache_write_tokens=500, source="reported"),
         "It is sunny and 21 degrees.",
-        [ToolCall("get_weather", '{"address": "12 Elm St"}', "tooluse_2")], "tool_use",
+        [ToolCall("get_weather", '{"address": "12 Elm St"}', "tooluse_2")],
+        "tool_use",
     ),
     (
-        "ollama", "ollama.generate", "ollama_generate_response.json", "llama3.2",
-        Usage(26, 290, 316, source="reported"), "The sky is blue because of Rayleigh scattering.",
-        [], "stop",
+        "ollama",
+        "ollama.generate",
+        "ollama_generate_response.json",
+        "llama3.2",
+        Usage(26, 290, 316, source="reported"),
+        "The sky is blue because of Rayleigh scattering.",
+        [],
+        "stop",
     ),
 ]
 
@@ -358,8 +554,14 @@ RESPONSE_CASES = [
     ("name", "endpoint", "file", "model", "usage", "text", "calls", "finish"), RESPONSE_CASES
 )
 def test_parse_response(
-    name: str, endpoint: str, file: str, model: str | None, usage: Usage, text: str,
-    calls: list[ToolCall], finish: str | None,
+    name: str,
+    endpoint: str,
+    file: str,
+    model: str | None,
+    usage: Usage,
+    text: str,
+    calls: list[ToolCall],
+    finish: str | None,
 ) -> None:
     info = provider(name).parse_response(endpoint, data(file), JSON)
     assert info.parse_error is None
@@ -373,12 +575,18 @@ def test_parse_response(
 @pytest.mark.parametrize(
     ("name", "endpoint"),
     [
-        ("openai", "chat.completions"), ("openai", "responses"), ("openai", "embeddings"),
-        ("anthropic", "messages"), ("gemini", "generateContent"), ("bedrock", "converse"),
+        ("openai", "chat.completions"),
+        ("openai", "responses"),
+        ("openai", "embeddings"),
+        ("anthropic", "messages"),
+        ("gemini", "generateContent"),
+        ("bedrock", "converse"),
         ("ollama", "ollama.chat"),
     ],
 )
-@pytest.mark.parametrize("body", [b"", b"{", b'{"choices": 5, "content": 1, "candidates": {}, "output": 3, "usage": []}'])
+@pytest.mark.parametrize(
+    "body", [b"", b"{", b'{"choices": 5, "content": 1, "candidates": {}, "output": 3, "usage": []}']
+)
 def test_malformed_response(name: str, endpoint: str, body: bytes) -> None:
     info = provider(name).parse_response(endpoint, body, JSON)
     assert info.parse_error
@@ -386,14 +594,20 @@ def test_malformed_response(name: str, endpoint: str, body: bytes) -> None:
 
 
 def test_error_body_records_type_not_message() -> None:
-    info = provider("openai").parse_response("chat.completions", data("openai_error_response.json"), JSON)
+    info = provider("openai").parse_response(
+        "chat.completions", data("openai_error_response.json"), JSON
+    )
     assert info.error == "invalid_api_key"
     assert info.parse_error is None
     assert "sk-" not in msgspec.json.encode(info).decode()
 
 
 def test_response_without_usage_is_estimated() -> None:
-    body = b'{"model":"m","choices":[{"message":{"content":"' + b"x" * 40 + b'"},"finish_reason":"stop"}]}'
+    body = (
+        b'{"model":"m","choices":[{"message":{"content":"'
+        + b"x" * 40
+        + b'"},"finish_reason":"stop"}]}'
+    )
     info = provider("openai").parse_response("chat.completions", body, JSON)
     assert info.usage == Usage(completion_tokens=10, source="estimated")
     assert fill_prompt_estimate(info.usage, 7) == Usage(7, 10, 17, source="estimated")
@@ -403,9 +617,12 @@ def test_response_without_usage_is_estimated() -> None:
 
 # ---- streams ---------------------------------------------------------------------------------
 
-STREAM_CASES = {
+STREAM_CASES: dict[str, tuple[str, str, str, Callable[[], bytes], ResponseInfo]] = {
     "openai-chat": (
-        "openai", "chat.completions", SSE, lambda: data("openai_chat_stream.sse"),
+        "openai",
+        "chat.completions",
+        SSE,
+        lambda: data("openai_chat_stream.sse"),
         ResponseInfo(
             model="gpt-4o-2024-08-06",
             usage=Usage(1234, 42, 1276, cached_tokens=1024, reasoning_tokens=0, source="reported"),
@@ -418,7 +635,10 @@ STREAM_CASES = {
         ),
     ),
     "openai-responses": (
-        "openai", "responses", SSE, lambda: data("openai_responses_stream.sse"),
+        "openai",
+        "responses",
+        SSE,
+        lambda: data("openai_responses_stream.sse"),
         ResponseInfo(
             model="o4-mini-2025-04-16",
             usage=Usage(328, 52, 380, cached_tokens=128, reasoning_tokens=32, source="reported"),
@@ -428,17 +648,29 @@ STREAM_CASES = {
         ),
     ),
     "anthropic": (
-        "anthropic", "messages", SSE, lambda: data("anthropic_stream.sse"),
+        "anthropic",
+        "messages",
+        SSE,
+        lambda: data("anthropic_stream.sse"),
         ResponseInfo(
             model="claude-3-5-sonnet-20241022",
-            usage=Usage(2620, 89, 2709, cached_tokens=2048, cache_write_tokens=100, source="reported"),
+            usage=Usage(
+                2620, 89, 2709, cached_tokens=2048, cache_write_tokens=100, source="reported"
+            ),
             text="Okay, let me check the weather in Zürich for you — one moment ⏳.",
-            tool_calls=[ToolCall("get_weather", '{"location": "Zürich, CH"}', "toolu_01T1x1fJ34qAmk2tNTrN7Up6")],
+            tool_calls=[
+                ToolCall(
+                    "get_weather", '{"location": "Zürich, CH"}', "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
+                )
+            ],
             finish_reason="tool_use",
         ),
     ),
     "gemini-sse": (
-        "gemini", "streamGenerateContent", SSE, lambda: data("gemini_stream.sse"),
+        "gemini",
+        "streamGenerateContent",
+        SSE,
+        lambda: data("gemini_stream.sse"),
         ResponseInfo(
             model="gemini-1.5-pro-002",
             usage=Usage(9, 21, 30, cached_tokens=4, source="reported"),
@@ -447,7 +679,10 @@ STREAM_CASES = {
         ),
     ),
     "gemini-array": (
-        "gemini", "streamGenerateContent", "application/json; charset=UTF-8", lambda: data("gemini_stream.json"),
+        "gemini",
+        "streamGenerateContent",
+        "application/json; charset=UTF-8",
+        lambda: data("gemini_stream.json"),
         ResponseInfo(
             model="gemini-1.5-pro-002",
             usage=Usage(9, 21, 30, cached_tokens=4, source="reported"),
@@ -457,7 +692,10 @@ STREAM_CASES = {
         ),
     ),
     "bedrock": (
-        "bedrock", "converse-stream", EVENTSTREAM, bedrock_stream,
+        "bedrock",
+        "converse-stream",
+        EVENTSTREAM,
+        bedrock_stream,
         ResponseInfo(
             usage=Usage(530, 25, 555, cached_tokens=500, source="reported"),
             text="It is sunny in Zürich ☀️.",
@@ -466,7 +704,10 @@ STREAM_CASES = {
         ),
     ),
     "ollama": (
-        "ollama", "ollama.chat", NDJSON, lambda: data("ollama_chat_stream.ndjson"),
+        "ollama",
+        "ollama.chat",
+        NDJSON,
+        lambda: data("ollama_chat_stream.ndjson"),
         ResponseInfo(
             model="llama3.2",
             usage=Usage(26, 282, 308, source="reported"),
@@ -528,21 +769,33 @@ def _cut_before(body: bytes, marker: bytes) -> bytes:
 
 TRUNCATION_CASES = [
     # case, cut point marker, expected usage after the cut
-    ("openai-chat", b"data: [DONE]", Usage(1234, 42, 1276, cached_tokens=1024, reasoning_tokens=0, source="reported")),
+    (
+        "openai-chat",
+        b"data: [DONE]",
+        Usage(1234, 42, 1276, cached_tokens=1024, reasoning_tokens=0, source="reported"),
+    ),
     # Cut before the usage chunk: nothing reported, the completion is estimated from what was seen.
-    ("openai-chat", b'data: {"id":"chatcmpl-AbC124","object":"chat.completion.chunk","created":1731600001,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_50cad350e4","choices":[],"usage"', None),
+    (
+        "openai-chat",
+        b'data: {"id":"chatcmpl-AbC124","object":"chat.completion.chunk","created":1731600001,"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_50cad350e4","choices":[],"usage"',
+        None,
+    ),
     ("openai-responses", b"event: response.completed", None),
     # Prompt counts from message_start survive; output is estimated since message_delta never came.
     ("anthropic", b"event: message_delta", "anthropic-partial"),
-    ("anthropic", b"event: message_stop", Usage(2620, 89, 2709, cached_tokens=2048, cache_write_tokens=100, source="reported")),
-    ("gemini-array", b"]", Usage(9, 21, 30, cached_tokens=4, source="reported")),
+    (
+        "anthropic",
+        b"event: message_stop",
+        Usage(2620, 89, 2709, cached_tokens=2048, cache_write_tokens=100, source="reported"),
+    ),
+    ("gemini-array", b"\n]\n", Usage(9, 21, 30, cached_tokens=4, source="reported")),
     ("ollama", b'{"model":"llama3.2","created_at":"2025-01-01T00:00:00.200Z"', None),
 ]
 
 
 @pytest.mark.parametrize(("case", "marker", "usage"), TRUNCATION_CASES)
 def test_truncated_stream(case: str, marker: bytes, usage: Usage | str | None) -> None:
-    name, endpoint, ctype, body_fn, expected = STREAM_CASES[case]
+    name, endpoint, ctype, body_fn, _ = STREAM_CASES[case]
     body = _cut_before(body_fn(), marker)
     parser = provider(name).stream_parser(endpoint, ctype, None)
     parser.feed(body)
@@ -554,7 +807,10 @@ def test_truncated_stream(case: str, marker: bytes, usage: Usage | str | None) -
         assert info.usage.source == "estimated" and info.usage.completion_tokens
     elif usage is None:
         assert info.usage.source == "estimated"
-        assert info.usage.completion_tokens == (len(info.text) + sum(len(c.arguments) for c in info.tool_calls) + 3) // 4
+        assert (
+            info.usage.completion_tokens
+            == (len(info.text) + sum(len(c.arguments) for c in info.tool_calls) + 3) // 4
+        )
     else:
         assert info.usage == usage
 
@@ -601,7 +857,11 @@ def test_anthropic_stream_error_event() -> None:
 
 def test_bedrock_exception_frame() -> None:
     frame = encode_message(
-        {":message-type": "exception", ":exception-type": "throttlingException", ":content-type": "application/json"},
+        {
+            ":message-type": "exception",
+            ":exception-type": "throttlingException",
+            ":content-type": "application/json",
+        },
         b'{"message":"Too many requests"}',
     )
     parser = provider("bedrock").stream_parser("converse-stream", EVENTSTREAM, None)
@@ -653,7 +913,9 @@ def test_encoded_streams(encoding: str, case: str) -> None:
 
 def test_raw_deflate_is_accepted() -> None:
     name, endpoint, ctype, body_fn, expected = STREAM_CASES["openai-chat"]
-    got = feed_chunks(lambda: provider(name).stream_parser(endpoint, ctype, "deflate"), _raw_deflate(body_fn()), 5)
+    got = feed_chunks(
+        lambda: provider(name).stream_parser(endpoint, ctype, "deflate"), _raw_deflate(body_fn()), 5
+    )
     assert got == expected
 
 
@@ -675,11 +937,26 @@ def test_corrupt_or_unknown_encoding_reports() -> None:
     [
         ("openai", "chat.completions", {"model": "m", "stream": True}, {"include_usage": True}),
         ("openai", "completions", {"model": "m", "stream": True}, {"include_usage": True}),
-        ("openai", "chat.completions", {"stream": True, "stream_options": {"x": 1}}, {"x": 1, "include_usage": True}),
+        (
+            "openai",
+            "chat.completions",
+            {"stream": True, "stream_options": {"x": 1}},
+            {"x": 1, "include_usage": True},
+        ),
         ("azure", "chat.completions", {"stream": True}, {"include_usage": True}),
         ("groq", "chat.completions", {"stream": True}, {"include_usage": True}),
-        ("openai", "chat.completions", {"stream": True, "stream_options": {"include_usage": True}}, None),
-        ("openai", "chat.completions", {"stream": True, "stream_options": {"include_usage": False}}, None),
+        (
+            "openai",
+            "chat.completions",
+            {"stream": True, "stream_options": {"include_usage": True}},
+            None,
+        ),
+        (
+            "openai",
+            "chat.completions",
+            {"stream": True, "stream_options": {"include_usage": False}},
+            None,
+        ),
         ("openai", "chat.completions", {"stream": False}, None),
         ("openai", "chat.completions", {"model": "m"}, None),
         ("openai", "responses", {"stream": True}, None),
@@ -688,7 +965,9 @@ def test_corrupt_or_unknown_encoding_reports() -> None:
         ("anthropic", "messages", {"stream": True}, None),
     ],
 )
-def test_inject_stream_usage(name: str, endpoint: str, body: dict[str, object], expected: dict[str, object] | None) -> None:
+def test_inject_stream_usage(
+    name: str, endpoint: str, body: dict[str, object], expected: dict[str, object] | None
+) -> None:
     raw = json.dumps({**body, "messages": [{"role": "user", "content": "héllo"}]}).encode()
     out = provider(name).inject_stream_usage(endpoint, raw)
     if expected is None:
@@ -786,12 +1065,19 @@ def test_eventstream_header_types() -> None:
     import struct
 
     raw_headers = (
-        b"\x0b:event-type\x07" + struct.pack(">H", 8) + b"metadata"
+        b"\x0b:event-type\x07"
+        + struct.pack(">H", 8)
+        + b"metadata"
         + b"\x04flag\x00"
-        + b"\x03num\x04" + struct.pack(">i", 7)
-        + b"\x02ts\x08" + struct.pack(">q", 1)
-        + b"\x04uuid\x09" + b"0" * 16
-        + b"\x03raw\x06" + struct.pack(">H", 3) + b"abc"
+        + b"\x03num\x04"
+        + struct.pack(">i", 7)
+        + b"\x02ts\x08"
+        + struct.pack(">q", 1)
+        + b"\x04uuid\x09"
+        + b"0" * 16
+        + b"\x03raw\x06"
+        + struct.pack(">H", 3)
+        + b"abc"
     )
     payload = b'{"usage":{"inputTokens":1,"outputTokens":2}}'
     total = 16 + len(raw_headers) + len(payload)

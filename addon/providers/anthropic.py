@@ -38,7 +38,7 @@ class _Block(msgspec.Struct):
     type: str = ""
     text: str | None = None
     name: str | None = None
-    input: msgspec.Raw | None = None  # tool_use input, kept as the JSON text sent
+    input: msgspec.Raw = msgspec.Raw()  # tool_use input, kept as the JSON text sent
     content: str | list[_TextPart] | None = None  # tool_result
 
 
@@ -79,7 +79,7 @@ def parse_request_body(body: bytes) -> RequestInfo:
             base = f"$.messages[{i}].content[{j}]"
             if block.text is not None:
                 seg.add(f"{base}.text", block.text)
-            elif block.input is not None:
+            elif block.input:
                 seg.add(f"{base}.input", raw_text(block.input))
             elif isinstance(block.content, str):
                 seg.add(f"{base}.content", block.content)

@@ -312,8 +312,6 @@ def response_error(exc: Exception) -> ResponseInfo:
     return ResponseInfo(parse_error=error_text(exc))
 
 
-def raw_text(raw: msgspec.Raw | None) -> str:
+def raw_text(raw: msgspec.Raw) -> str:
     """JSON text of a raw value (tool arguments sent as objects), "" when absent."""
-    if raw is None:
-        return ""
-    return bytes(raw).decode("utf-8", "replace")
+    return bytes(raw).decode("utf-8", "replace") if raw else ""

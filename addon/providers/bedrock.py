@@ -58,12 +58,12 @@ def split_path(path: str) -> tuple[str | None, str | None]:
 class _ToolUse(msgspec.Struct):
     name: str = ""
     toolUseId: str | None = None
-    input: msgspec.Raw | None = None
+    input: msgspec.Raw = msgspec.Raw()
 
 
 class _ResultContent(msgspec.Struct):
     text: str | None = None
-    json: msgspec.Raw | None = None
+    json: msgspec.Raw = msgspec.Raw()
 
 
 class _ToolResult(msgspec.Struct):
@@ -127,7 +127,7 @@ def parse_request_body(endpoint: str, path: str, body: bytes) -> RequestInfo:
                 for k, part in enumerate(block.toolResult.content):
                     if part.text is not None:
                         seg.add(f"{base}.toolResult.content[{k}].text", part.text)
-                    elif part.json is not None:
+                    elif part.json:
                         seg.add(f"{base}.toolResult.content[{k}].json", raw_text(part.json))
     tools = [
         t.toolSpec.name for t in (req.toolConfig.tools if req.toolConfig else ()) if t.toolSpec

@@ -59,12 +59,12 @@ def endpoint_from_path(path: str) -> str | None:
 
 class _FunctionCall(msgspec.Struct):
     name: str = ""
-    args: msgspec.Raw | None = None
+    args: msgspec.Raw = msgspec.Raw()
 
 
 class _FunctionResponse(msgspec.Struct):
     name: str = ""
-    response: msgspec.Raw | None = None
+    response: msgspec.Raw = msgspec.Raw()
 
 
 class _Part(msgspec.Struct):

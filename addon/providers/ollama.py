@@ -40,7 +40,7 @@ def endpoint_from_path(path: str) -> str | None:
 
 class _Function(msgspec.Struct):
     name: str = ""
-    arguments: msgspec.Raw | None = None
+    arguments: msgspec.Raw = msgspec.Raw()
 
 
 class _ToolCallIn(msgspec.Struct):
@@ -166,8 +166,10 @@ def parse_response_body(body: bytes) -> ResponseInfo:
             handler.absorb(_chunk.decode(line))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return response_error(exc)
+    if not lines:
+        return ResponseInfo(parse_error="empty body")
     info = handler.result()
-    if not handler.done and lines:
+    if not handler.done:
         info.parse_error = "truncated response: no done object"
     return info
 

@@ -340,7 +340,8 @@ def extract_facts(
 
     scope_words = set(words(scope))
     network = domain in _EGRESS_DOMAINS
-    egress = verb_cls in ("send", "export") or (network and verb_cls not in ("read", "unknown"))
+    # An unrecognised verb on a network domain counts as egress: fail towards caution.
+    egress = verb_cls in ("send", "export") or (network and verb_cls != "read")
     count = _record_count(params)
     bulk = (
         (count is not None and count >= BULK_THRESHOLD)
