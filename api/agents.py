@@ -11,13 +11,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from api.db import AGENT_COLUMNS
 from api.errors import ApiError, error_responses, not_found
-from api.events import CursorParam, EventFilters, Limit, Offset, Pool, event_page
+from api.events import CursorParam, EventFilters, Limit, Offset, PoolDep, event_page
 from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, page_headers
 from api.schemas import AgentOut, AgentStatus, AgentUpdate, EventOut, RetireOut
 
@@ -37,7 +37,7 @@ class AgentController(Controller):
     async def list_agents(
         self,
         request: Request[Any, Any, Any],
-        pool: Pool,
+        pool: PoolDep,
         status: AgentStatus | None = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,
@@ -58,7 +58,7 @@ class AgentController(Controller):
         return Response([AgentOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{agent_id:str}", operation_id="getAgent", responses=error_responses(401, 404))
-    async def get_agent(self, pool: Pool, agent_id: str) -> AgentOut:
+    async def get_agent(self, pool: PoolDep, agent_id: str) -> AgentOut:
         """One agent by id; 404 ``{"error": "agent not found"}``."""
         q = sql.SQL("SELECT {} FROM agents WHERE id = %s").format(AGENT_COLUMNS)
         async with pool.connection() as conn:
@@ -72,7 +72,7 @@ class AgentController(Controller):
         operation_id="updateAgent",
         responses=error_responses(400, 401, 404),
     )
-    async def update_agent(self, pool: Pool, agent_id: str, data: AgentUpdate) -> AgentOut:
+    async def update_agent(self, pool: PoolDep, agent_id: str, data: AgentUpdate) -> AgentOut:
         """Set ``status`` (``active|blocked|retired``) and/or replace ``metadata``.
 
         This is the kill switch: ``{"status": "blocked"}`` reaches every proxy through the
@@ -101,7 +101,7 @@ class AgentController(Controller):
         status_code=200,
         responses=error_responses(401, 404),
     )
-    async def retire_agent(self, pool: Pool, agent_id: str) -> RetireOut:
+    async def retire_agent(self, pool: PoolDep, agent_id: str) -> RetireOut:
         """Retire an agent (``PUT`` with ``{"status": "retired"}``, more explicit in intent)."""
         async with pool.connection() as conn:
             cur = await conn.execute(
@@ -123,9 +123,9 @@ class AgentController(Controller):
     async def agent_events(
         self,
         request: Request[Any, Any, Any],
-        pool: Pool,
+        pool: PoolDep,
         agent_id: str,
-        from_: Annotated[datetime | None, Parameter(query="from")] = None,
+        from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
         to: datetime | None = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,

@@ -10,7 +10,6 @@ import os
 from typing import Any
 
 import msgspec
-
 from psycopg import AsyncConnection, sql
 from psycopg.types.json import set_json_dumps
 from psycopg_pool import AsyncConnectionPool
@@ -35,12 +34,14 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
     set_json_dumps(msgspec.json.encode, conn)
 
 
-def make_pool(conninfo: str, *, min_size: int | None = None, max_size: int | None = None) -> (
-    AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
-):
+def make_pool(
+    conninfo: str, *, min_size: int | None = None, max_size: int | None = None
+) -> AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]:
     """A closed pool (open it in the lifespan). Timestamps come back in UTC (``Z`` in JSON)."""
     min_size = min_size if min_size is not None else int(os.environ.get("GOVRIX_API_POOL_MIN", "2"))
-    max_size = max_size if max_size is not None else int(os.environ.get("GOVRIX_API_POOL_MAX", "10"))
+    max_size = (
+        max_size if max_size is not None else int(os.environ.get("GOVRIX_API_POOL_MAX", "10"))
+    )
     return AsyncConnectionPool(
         conninfo,
         min_size=min_size,

@@ -8,6 +8,7 @@ answers with Litestar's default ``{"status_code", "detail", "extra"}`` body.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from api.schemas import ErrorBody
 
 log = logging.getLogger("govrix.api")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 _DESCRIPTIONS = {
     400: "Invalid input; `field` names the parameter or body field at fault",
@@ -70,6 +72,13 @@ def _validation_error(exc: ValidationException) -> ErrorBody:
     key = str(first["key"]).rstrip("_")  # ``from_`` is the query parameter ``from``
     message = str(first.get("message", "invalid value"))
     source = first.get("source")
+    source = getattr(source, "value", source)  # ParamType is an enum
+    if key == "data":  # the body as a whole: name the offending field when msgspec does
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:
+            key = unknown.group(1)
+            return ErrorBody(error=f"invalid {key}: unknown field", field=key)
+        return ErrorBody(error=f"invalid body: {message}", field="body")
     where = f"{source} parameter " if source and source != "body" else ""
     return ErrorBody(error=f"invalid {where}{key}: {message}", field=key)
 
@@ -84,7 +93,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     elif isinstance(exc, HTTPException):
         status = exc.status_code
         headers = dict(exc.headers or {})
-        body = ErrorBody(error=exc.detail.lower() if exc.detail else "error")
+        detail = exc.detail or "error"
+        if status == 400 and "malformed" in detail:  # the body is not JSON at all
+            body = ErrorBody(error=f"invalid body: {detail}", field="body")
+        else:
+            body = ErrorBody(error=detail[:1].lower() + detail[1:])
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, body = HTTP_500_INTERNAL_SERVER_ERROR, ErrorBody(error="internal server error")

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import Parameter, QueryParameter
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,6 +29,7 @@ from api.pagination import (
 from api.schemas import Direction, EventOut
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
+PoolDep = NamedDependency[Pool]  # injected by name from the app's ``pool`` dependency
 
 Limit = Annotated[
     int,
@@ -97,7 +99,7 @@ _ORDER_ASC = sql.SQL('ORDER BY "timestamp", id')
 
 
 async def event_page(
-    pool: Pool,
+    pool: PoolDep,
     request: Request[Any, Any, Any],
     filters: EventFilters,
     *,
@@ -152,12 +154,14 @@ class EventController(Controller):
     async def list_events(
         self,
         request: Request[Any, Any, Any],
-        pool: Pool,
+        pool: PoolDep,
         agent_id: IdFilter = None,
         session_id: IdFilter = None,
         from_: Annotated[
             datetime | None,
-            Parameter(query="from", description="Inclusive lower bound on timestamp (ISO 8601)."),
+            QueryParameter(
+                name="from", description="Inclusive lower bound on timestamp (ISO 8601)."
+            ),
         ] = None,
         to: Annotated[
             datetime | None,
@@ -197,7 +201,7 @@ class EventController(Controller):
         return Response(events, headers=headers)
 
     @get("/{event_id:str}", operation_id="getEvent", responses=error_responses(401, 404))
-    async def get_event(self, pool: Pool, event_id: str) -> EventOut:
+    async def get_event(self, pool: PoolDep, event_id: str) -> EventOut:
         """One event by id; 404 ``{"error": "event not found"}``."""
         q = sql.SQL("SELECT {} FROM events WHERE id = %s LIMIT 1").format(EVENT_COLUMNS)
         async with pool.connection() as conn:
@@ -216,12 +220,14 @@ class EventController(Controller):
     async def session_events(
         self,
         request: Request[Any, Any, Any],
-        pool: Pool,
+        pool: PoolDep,
         session_id: str,
         limit: Annotated[
             int,
             Parameter(
-                ge=1, le=LIMIT_MAX, description="Page size; the whole session up to 1000 by default."
+                ge=1,
+                le=LIMIT_MAX,
+                description="Page size; the whole session up to 1000 by default.",
             ),
         ] = LIMIT_MAX,
         cursor: CursorParam = None,

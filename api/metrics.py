@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 from litestar import Response, get
+from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -57,9 +59,10 @@ class ApiMetrics:
         """ASGI middleware: count and time every HTTP request by its route template."""
 
         async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
+            if scope["type"] != ScopeType.HTTP:
                 await app(scope, receive, send)
                 return
+            method = str(scope.get("method", ""))
             start = time.perf_counter()
             status = 500
 
@@ -67,15 +70,13 @@ class ApiMetrics:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    self.latency.labels(scope["method"], _route(scope)).observe(
-                        time.perf_counter() - start
-                    )
+                    self.latency.labels(method, _route(scope)).observe(time.perf_counter() - start)
                 await send(message)
 
             try:
                 await app(scope, receive, send_wrapper)
             finally:
-                self.requests.labels(scope["method"], _route(scope), str(status)).inc()
+                self.requests.labels(method, _route(scope), str(status)).inc()
 
         return wrapped
 
@@ -87,6 +88,6 @@ def _route(scope: Scope) -> str:
 
 
 @get("/metrics", operation_id="metrics", include_in_schema=False, sync_to_thread=False)
-def metrics_endpoint(metrics: ApiMetrics) -> Response[bytes]:
+def metrics_endpoint(metrics: NamedDependency[ApiMetrics]) -> Response[bytes]:
     """Prometheus text exposition of this process's metrics."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

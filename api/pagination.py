@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 
 from litestar import Request
 from litestar.datastructures import ResponseHeader
-from litestar.openapi.spec import OpenAPIType, Schema
 
 from api.errors import bad_request
 
@@ -28,19 +27,16 @@ LIMIT_MAX = 1000
 PAGE_HEADERS = [
     ResponseHeader(
         name="X-Total-Count",
-        schema=Schema(type=OpenAPIType.STRING),
         description="Rows matching the filters (all pages).",
         documentation_only=True,
     ),
     ResponseHeader(
         name="X-Next-Cursor",
-        schema=Schema(type=OpenAPIType.STRING),
         description="Cursor of the next page, when this page is full.",
         documentation_only=True,
     ),
     ResponseHeader(
         name="Link",
-        schema=Schema(type=OpenAPIType.STRING),
         description='`<url>; rel="next"` when this page is full.',
         documentation_only=True,
     ),

@@ -12,7 +12,7 @@ from addon.event import COLUMNS
 from addon.lineage import verify
 from api.db import SESSION_COLUMNS
 from api.errors import error_responses, not_found
-from api.events import IdFilter, Limit, Offset, Pool
+from api.events import IdFilter, Limit, Offset, PoolDep
 from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, page_headers
 from api.schemas import SessionOut, VerifyOut
 
@@ -37,7 +37,7 @@ class SessionController(Controller):
     async def list_sessions(
         self,
         request: Request[Any, Any, Any],
-        pool: Pool,
+        pool: PoolDep,
         agent_id: IdFilter = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,
@@ -56,12 +56,10 @@ class SessionController(Controller):
             rows = await page_cur.fetchall()
             count_row = await count_cur.fetchone()
         total = int(count_row[0]) if count_row else 0
-        return Response(
-            [SessionOut(*r) for r in rows], headers=page_headers(request, total, None)
-        )
+        return Response([SessionOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{session_id:str}", operation_id="getSession", responses=error_responses(401, 404))
-    async def get_session(self, pool: Pool, session_id: str) -> SessionOut:
+    async def get_session(self, pool: PoolDep, session_id: str) -> SessionOut:
         """One session's chain head and counters; 404 ``{"error": "session not found"}``."""
         q = sql.SQL("SELECT {} FROM sessions WHERE id = %s").format(SESSION_COLUMNS)
         async with pool.connection() as conn:
@@ -75,7 +73,7 @@ class SessionController(Controller):
         operation_id="verifySession",
         responses=error_responses(401, 404),
     )
-    async def verify_session(self, pool: Pool, session_id: str) -> VerifyOut:
+    async def verify_session(self, pool: PoolDep, session_id: str) -> VerifyOut:
         """Recompute the session's hash chain from the stored rows; name the first broken link.
 
         ``valid: false`` comes with ``broken_event_id``, ``broken_seq`` and ``reason``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +42,10 @@ class Proxy:
     @property
     def ca(self) -> Path:
         return self.confdir / "mitmproxy-ca-cert.pem"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trust our CA, as an agent's host would."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def start(self) -> Proxy:
         env = os.environ | {

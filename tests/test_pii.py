@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from pathlib import Path
@@ -390,6 +391,31 @@ def test_stream_matches_whole_text_scan(chunk: int, scan_every: int) -> None:
     whole = Counter(m.type for m in scan_text(text))
     chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
     assert _stream_counts(chunks, scan_every=scan_every) == dict(whole)
+
+
+def _long_header_jwt() -> str:
+    """A JWT whose header alone is longer than the scanner's hold-back window."""
+    header = {"alg": "RS256", "typ": "JWT", "kid": "k" * 300}
+    part = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return part + ".eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A long token still arriving must be kept whole, though its start is far behind.
+        (f"token {_long_header_jwt()} ok", {"secret": 1}),
+        # A counted value inside a long unbroken run must not be counted again on the next scan.
+        ("mail jane@example.com." + "x" * 300 + " end", {"email": 1}),
+        (f"ip 10.1.2.3/{'a' * 300} and {SAMPLES['iban']}", {"ipv4": 1, "iban": 1}),
+    ],
+)
+@pytest.mark.parametrize("chunk", [1, 4, 50])
+def test_stream_long_tokens(text: str, expected: dict[str, int], chunk: int) -> None:
+    assert Counter(m.type for m in scan_text(text)) == expected
+    chunks = [text[i : i + chunk] for i in range(0, len(text), chunk)]
+    assert _stream_counts(chunks, scan_every=1) == expected
+    assert _stream_counts(chunks, scan_every=64) == expected
 
 
 def test_stream_findings_can_be_read_midway_without_double_counting() -> None:

@@ -1003,6 +1003,7 @@ def _sse_all(chunks: list[bytes]) -> list[tuple[str, bytes]]:
         (b"data: a\r\n\r\ndata: b\r\r", [("message", b"a"), ("message", b"b")]),
         (b": keepalive\n\nevent: ping\ndata: {}\n\n", [("ping", b"{}")]),
         (b"data: line1\ndata: line2\ndata:line3\n\n", [("message", b"line1\nline2\nline3")]),
+        (b"data: a\r\ndata: b\r\n\r\n", [("message", b"a\nb")]),
         (b"id: 7\nretry: 100\nevent: x\ndata: 1\nunknown: z\n\n", [("x", b"1")]),
         (b"event: lonely\n\n", []),  # no data: nothing dispatched
         (b"data: tail-without-blank-line", [("message", b"tail-without-blank-line")]),
@@ -1111,3 +1112,27 @@ def test_tool_arguments_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     info = parser.finish()
     assert [c.arguments for c in info.tool_calls] == ['{"to"', '{"cit']
     assert info.text_truncated
+
+
+@pytest.mark.parametrize(
+    ("name", "path", "endpoint"),
+    [
+        ("openai", "/v1/chat/completions", "chat.completions"),
+        ("azure", "/openai/deployments/d/embeddings?api-version=1", "embeddings"),
+        ("anthropic", "/v1/messages", "messages"),
+        ("anthropic", "/v1/complete", None),
+        ("gemini", "/v1beta/models/gemini-1.5-pro:streamGenerateContent", "streamGenerateContent"),
+        ("bedrock", "/model/amazon.nova-lite-v1:0/converse", "converse"),
+        ("ollama", "/api/generate", "ollama.generate"),
+        ("my-vllm", "/v1/completions", "completions"),
+    ],
+)
+def test_detect_as_ignores_host(name: str, path: str, endpoint: str | None) -> None:
+    """Traffic routed to a provider by configuration (upstream override, reverse mode)."""
+    from addon.providers import detect_as
+
+    found = detect_as(name, path)
+    if endpoint is None:
+        assert found is None
+    else:
+        assert found is not None and (found[0].name, found[1]) == (name, endpoint)

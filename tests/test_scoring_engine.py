@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def score_scenario(engine: Engine, s: Scenario) -> ScoreResult:
     return engine.score(event, s.history)
 
 
-def confusion_table(pairs: list[tuple[str, str]]) -> str:
+def confusion_table(pairs: Sequence[tuple[str, str]]) -> str:
     counts = Counter(pairs)
     lines = ["expected \\ got " + "".join(f"{lv:>10}" for lv in LEVELS)]
     for exp in LEVELS:
@@ -176,7 +177,10 @@ def test_unverified_server_raises_score(engine: Engine) -> None:
     verified = engine.score(convert_action_event(base))
     unverified = engine.score(
         convert_action_event(
-            {**base, "mcp_context": {"server_name": "docs", "transport": "sse", "is_verified": False}}
+            {
+                **base,
+                "mcp_context": {"server_name": "docs", "transport": "sse", "is_verified": False},
+            }
         )
     )
     assert unverified.score > verified.score
@@ -224,9 +228,15 @@ def test_facts_for_history(engine: Engine) -> None:
     [
         (b'{"event_id":"e","action":"mcp:github"}', "action"),
         (b'{"event_id":"e","action":"a::c"}', "action"),
-        (b'{"event_id":"e","action":"a:b:c","target":{"sensitivity_level":5}}', "target.sensitivity_level"),
+        (
+            b'{"event_id":"e","action":"a:b:c","target":{"sensitivity_level":5}}',
+            "target.sensitivity_level",
+        ),
         (b'{"action":"a:b:c"}', "event_id"),
-        (b'{"event_id":"e","action":"a:b:c","mcp_context":{"is_verified":"yes"}}', "mcp_context.is_verified"),
+        (
+            b'{"event_id":"e","action":"a:b:c","mcp_context":{"is_verified":"yes"}}',
+            "mcp_context.is_verified",
+        ),
         (
             b'{"event_id":"e","action":"a:b:c","data_fields_accessed":[{"field":"x","classification":"secret"}]}',
             "data_fields_accessed[0].classification",
@@ -290,4 +300,43 @@ def test_field_table_size_and_weights() -> None:
     assert len(sensitive) >= 51
     assert table.weights["auth"] == 3.5
     assert table.weights["internal"] == 1.3
-    assert {table.weights[c] for c in ("pii", "pii_sensitive", "financial", "health", "legal")} == {2.5}
+    assert {table.weights[c] for c in ("pii", "pii_sensitive", "financial", "health", "legal")} == {
+        2.5
+    }
+
+
+def test_result_never_echoes_parameter_values(engine: Engine) -> None:
+    secret = "AKIAIOSFODNN7EXAMPLE"
+    event = convert_action_event(
+        {
+            "event_id": "e",
+            "action": "mcp:slack:message.send",
+            "parameters": {"text": f"key {secret} for jane.doe@example.com"},
+        }
+    )
+    encoded = msgspec.json.encode(engine.score(event))
+    assert secret.encode() not in encoded
+    assert b"jane.doe@example.com" not in encoded
+    assert b"OWASP_LLM:LLM02" in encoded
+
+
+def test_chaining_stops_after_max_iterations(tmp_path: Path) -> None:
+    from api.scoring.engine import MAX_ITERATIONS
+
+    rules = [
+        "  - id: t.r0\n    description: start\n"
+        "    conditions: [{fact: verb_class, eq: read}]\n    actions: [{assert_fact: f0}]\n"
+    ]
+    for i in range(1, MAX_ITERATIONS + 10):
+        rules.append(
+            f"  - id: t.r{i}\n    description: step {i}\n"
+            f"    conditions: [{{fact: f{i - 1}, eq: true}}]\n"
+            f"    actions: [{{assert_fact: f{i}}}, {{add_score: 1}}]\n"
+        )
+    (tmp_path / "long.yaml").write_text("rules:\n" + "".join(rules), encoding="utf-8")
+    result = Engine.load(tmp_path).score(
+        convert_action_event({"event_id": "e", "action": "a:b:read"})
+    )
+    fired = [c.name for c in result.score_components if c.source == "rule"]
+    assert len(fired) == MAX_ITERATIONS
+    assert fired[-1] == f"t.r{MAX_ITERATIONS - 1}"

@@ -28,7 +28,9 @@ def completion(content: str) -> bytes:
     ).encode()
 
 
-VERDICT = json.dumps({"score": 90, "risk_level": "critical", "rationale": "looks like exfiltration"})
+VERDICT = json.dumps(
+    {"score": 90, "risk_level": "critical", "rationale": "looks like exfiltration"}
+)
 RESPONSES: dict[str, tuple[int, bytes]] = {
     "ok": (200, completion(VERDICT)),
     "fenced": (200, completion(f"```json\n{VERDICT}\n```")),
@@ -178,9 +180,7 @@ async def test_failures_keep_rule_score(
     )
     assert result.scoring_source == "rules:llm_failed"
     assert result.score == base.score and result.risk_level == base.risk_level
-    assert [c.source for c in result.score_components] == [
-        c.source for c in base.score_components
-    ]
+    assert [c.source for c in result.score_components] == [c.source for c in base.score_components]
     assert reason in result.reasoning
     assert "sk-test" not in result.reasoning
 

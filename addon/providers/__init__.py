@@ -35,6 +35,7 @@ __all__ = [
     "ToolCall",
     "Usage",
     "detect",
+    "detect_as",
     "fill_prompt_estimate",
     "get_provider",
 ]
@@ -97,9 +98,18 @@ class _AnyHostCompatible(OpenAICompatible):
 
     def match(self, host: str, path: str) -> str | None:
         """Endpoint by path suffix on whichever host routed here."""
-        from .openai import openai_endpoint
+        return self.match_path(path)
 
-        return openai_endpoint(path)
+
+def detect_as(provider_name: str, path: str) -> tuple[Provider, str] | None:
+    """Provider by name and endpoint by path, whatever the host.
+
+    For traffic the configuration routes to a known provider (``GOVRIX_UPSTREAM_<NAME>``, reverse
+    mode, a test double on localhost). An unknown name is taken as OpenAI-compatible.
+    """
+    provider = get_provider(provider_name) or _extra_provider(provider_name)
+    endpoint = provider.match_path(path)
+    return (provider, endpoint) if endpoint is not None else None
 
 
 def _split_port(host: str) -> str:

@@ -246,6 +246,10 @@ class Anthropic:
         """``/v1/messages`` (not ``/v1/messages/count_tokens`` or batches)."""
         if host not in HOSTS:
             return None
+        return self.match_path(path)
+
+    def match_path(self, path: str) -> str | None:
+        """Endpoint by path alone (traffic routed to this provider some other way)."""
         return MESSAGES if path.split("?", 1)[0].rstrip("/") == "/v1/messages" else None
 
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:

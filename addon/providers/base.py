@@ -106,6 +106,9 @@ class Provider(Protocol):
     def match(self, host: str, path: str) -> str | None:
         """Endpoint name for this host and path (no query string), or None."""
 
+    def match_path(self, path: str) -> str | None:
+        """Endpoint name from the path alone (for traffic routed to a known provider)."""
+
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         """Parse a request body; never raises."""
 

@@ -285,6 +285,10 @@ class Bedrock:
             return None
         return split_path(path)[1]
 
+    def match_path(self, path: str) -> str | None:
+        """Endpoint by path alone (traffic routed to this provider some other way)."""
+        return split_path(path)[1]
+
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         """Model (from the path), text segments and tools (never raises)."""
         try:

@@ -296,6 +296,10 @@ class Gemini:
             return None
         return endpoint_from_path(path)
 
+    def match_path(self, path: str) -> str | None:
+        """Endpoint by path alone (traffic routed to this provider some other way)."""
+        return endpoint_from_path(path)
+
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         """Model (from the path), text segments and tools (never raises)."""
         try:

@@ -183,6 +183,10 @@ class Ollama:
         """``/api/chat`` and ``/api/generate`` on any host."""
         return endpoint_from_path(path)
 
+    def match_path(self, path: str) -> str | None:
+        """Endpoint by path alone."""
+        return endpoint_from_path(path)
+
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         """Model, stream flag (default true), text segments and tools (never raises)."""
         try:

@@ -579,6 +579,10 @@ class OpenAICompatible:
             return None
         return openai_endpoint(path)
 
+    def match_path(self, path: str) -> str | None:
+        """Endpoint by path alone (traffic routed to this provider some other way)."""
+        return openai_endpoint(path)
+
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         """Model, stream flag, text segments and tools of a request (never raises)."""
         try:

@@ -2,7 +2,7 @@
 
 Score = clamp(1..100, intrinsic + Σ add_score of fired rules), then held at least at the floor of
 the most severe violation (levels.py). Intrinsic risk is
-`min(100, verb_base × data_weight × target_scope × mcp_trust)` (tables in facts.py).
+`min(100, verb_base x data_weight x target_scope x mcp_trust)` (tables in facts.py).
 
 Confidence starts at 1.0 and drops for each thing the engine had to guess: an unknown verb,
 unclassified fields, no target sensitivity, no MCP verification status, no history, an action with
@@ -53,6 +53,7 @@ class Engine:
         self.ruleset = ruleset
         self.classifier = classifier
         self.version = version
+        self._flag_defaults = dict.fromkeys(sorted(ruleset.flags), False)
 
     @classmethod
     def load(cls, rules_dir: Path | None = None) -> Engine:
@@ -85,45 +86,47 @@ class Engine:
         return extract_facts(event, history, self.classifier)
 
     def _chain(self, facts: Facts) -> list[Rule]:
-        """Fire rules to a fixed point (each rule at most once) or MAX_ITERATIONS passes."""
+        """Fire rules to a fixed point (each rule at most once) or MAX_ITERATIONS waves.
+
+        Wave 1 is every rule on base facts that holds. A derived rule joins the next wave when
+        the last flag it needs is asserted and its base-fact conditions hold. Rules are
+        monotonic (flags only become true), so this reaches the same fixed point as re-testing
+        every rule each pass, without the re-testing.
+        """
+        ruleset = self.ruleset
+        facts.update(self._flag_defaults)
+        waiting = list(ruleset.flag_counts)
+        derived = ruleset.derived_rules
+        dependents = ruleset.dependents
         fired: list[Rule] = []
-        for flag in self.ruleset.flags:
-            facts[flag] = False
-
-        def fire(rule: Rule) -> None:
-            fired.append(rule)
-            for name in rule.asserts:
-                facts[name] = True
-
-        # Base facts never change, so rules that only read them need a single pass.
-        for rule in self.ruleset.base_rules:
-            if rule.matches(facts):
-                fire(rule)
-        pending = list(self.ruleset.derived_rules)
-        iterations = 1
-        while pending and iterations < MAX_ITERATIONS:
+        wave = [r for r in ruleset.base_rules if r.test(facts)]
+        iterations = 0
+        while wave and iterations < MAX_ITERATIONS:
             iterations += 1
-            waiting = []
-            for rule in pending:
-                if rule.matches(facts):
-                    fire(rule)
-                else:
-                    waiting.append(rule)
-            if len(waiting) == len(pending):
-                break
-            pending = waiting
+            next_wave: list[Rule] = []
+            for rule in wave:
+                fired.append(rule)
+                for name in rule.asserts:
+                    if facts[name]:
+                        continue
+                    facts[name] = True
+                    for i in dependents.get(name, ()):
+                        waiting[i] -= 1
+                        if waiting[i] == 0 and derived[i].test(facts):
+                            next_wave.append(derived[i])
+            wave = next_wave
         return fired
 
     def score(self, event: ActionEvent, history: HistoryFacts | None = None) -> ScoreResult:
         """Score one action with the rules only. Pure and deterministic."""
         return self._score(event, history)[0]
 
-    def _score(
-        self, event: ActionEvent, history: HistoryFacts | None
-    ) -> tuple[ScoreResult, Facts]:
+    def _score(self, event: ActionEvent, history: HistoryFacts | None) -> tuple[ScoreResult, Facts]:
         facts = extract_facts(event, history, self.classifier)
         verb_base = VERB_BASE[facts["verb_class"]]
-        scope = SCOPE_FACTOR.get(facts["sensitivity"], 1.0) if facts["sensitivity"] is not None else 1.0
+        scope = (
+            SCOPE_FACTOR.get(facts["sensitivity"], 1.0) if facts["sensitivity"] is not None else 1.0
+        )
         trust = mcp_trust(event)
         intrinsic = min(100.0, verb_base * facts["data_weight"] * scope * trust)
         components = [
@@ -132,8 +135,8 @@ class Engine:
                 name="intrinsic",
                 value=round(intrinsic, 2),
                 detail=(
-                    f"verb {facts['verb_word']!r} ({facts['verb_class']}) base {verb_base:g} × "
-                    f"data weight {facts['data_weight']:g} × target scope {scope:g} × "
+                    f"verb {facts['verb_word']!r} ({facts['verb_class']}) base {verb_base:g} x "
+                    f"data weight {facts['data_weight']:g} x target scope {scope:g} x "
                     f"MCP trust {trust:g}"
                 ),
             )
@@ -148,7 +151,9 @@ class Engine:
         for rule in fired:
             raw += rule.score
             components.append(
-                ScoreComponent(source="rule", name=rule.id, value=rule.score, detail=rule.description)
+                ScoreComponent(
+                    source="rule", name=rule.id, value=rule.score, detail=rule.description
+                )
             )
             for m in rule.mitigations:
                 if m not in mitigations:
@@ -230,9 +235,9 @@ class Engine:
         doubts: list[str],
     ) -> str:
         intrinsic = components[0]
-        top = sorted(
-            (c for c in components[1:] if c.value), key=lambda c: (-abs(c.value), c.name)
-        )[:3]
+        top = sorted((c for c in components[1:] if c.value), key=lambda c: (-abs(c.value), c.name))[
+            :3
+        ]
         parts = [
             f"Score {score} ({level}).",
             f"Intrinsic risk {intrinsic.value:g} = {intrinsic.detail}.",

@@ -1,6 +1,7 @@
 """Facts about one action: the vocabulary the rules are written against.
 
-Verb classes and their base risk (the first factor of the intrinsic score):
+Verb classes and their base risk (the first factor of the intrinsic score); the full word lists
+are in vocabulary.yaml:
 
     class      base  verbs (last recognised word of the action's verb wins: "pr.create" → create)
     read          5  read get list search query view fetch describe find lookup show browse …
@@ -25,10 +26,14 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
+import msgspec
+import yaml
+
 from api.scoring.fields import FieldClassifier, words
-from api.scoring.models import ActionEvent, HistoryFacts
+from api.scoring.models import ActionEvent, Classification, HistoryFacts
 
 VERB_BASE: dict[str, float] = {
     "read": 5.0,
@@ -43,75 +48,52 @@ VERB_BASE: dict[str, float] = {
     "unknown": 12.0,
 }
 
-_VERBS: dict[str, tuple[str, ...]] = {
-    "read": (
-        "read get list search query view fetch describe find lookup show browse head select "
-        "watch stat count inspect scan poll retrieve lookup open check status diff"
-    ).split(),
-    "write": (
-        "write update create put patch edit modify insert save append commit push set rename "
-        "move tag label comment merge upsert add assign schedule close reopen archive"
-    ).split(),
-    "send": "send post publish share email notify message forward reply invite upload tweet".split(),
-    "export": "export download dump backup sync copy transfer extract replicate".split(),
-    "delete": (
-        "delete remove drop destroy purge truncate wipe erase terminate kill reset overwrite"
-    ).split(),
-    "deploy": "deploy release rollout migrate restart scale provision configure apply".split(),
-    "execute": "execute exec run eval invoke shell spawn script call".split(),
-    "privilege": (
-        "authorize grant escalate impersonate elevate approve assume sudo revoke chmod chown"
-    ).split(),
-    "install": "install uninstall plugin load register".split(),
-}
-VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VERBS.items() for w in ws}
-
 SCOPE_FACTOR: dict[int, float] = {0: 0.6, 1: 0.8, 2: 1.0, 3: 1.2, 4: 1.5}
 
 _REMOTE_TRANSPORTS = frozenset({"sse", "http", "https", "streamable-http", "streamable_http", "ws"})
 _REMOTE_TRANSPORTS |= {"websocket", "websockets", "remote", "tcp"}
 
-# Words in an action's scope or a target's resource type that tell what data it holds, so that
-# "db:customers:export" with no field list still counts as personal data.
-_SCOPE_CLASSES: dict[str, str] = {
-    **dict.fromkeys(
-        "customer customers contact contacts crm hr employee employees people "
-        "person profiles profile members subscribers leads".split(),
-        "pii",
-    ),
-    **dict.fromkeys(
-        "patient patients ehr emr fhir medical clinical health phi hl7 pharmacy".split(), "health"
-    ),
-    **dict.fromkeys(
-        "billing payment payments stripe card cards ledger accounting bank banking payroll "
-        "invoices invoice finance treasury".split(),
-        "financial",
-    ),
-    **dict.fromkeys(
-        "secret secrets vault credentials credential keychain passwords keyring "
-        "secretsmanager ssm".split(),
-        "auth",
-    ),
-    **dict.fromkeys("legal contracts contract litigation".split(), "legal"),
-}
+VOCABULARY_FILE = Path(__file__).with_name("vocabulary.yaml")
 
-_EGRESS_DOMAINS = frozenset(
-    "http https web net email smtp mail slack teams discord webhook sms ftp sftp browser "
-    "twitter social pastebin gist".split()
-)
-_EXTERNAL_WORDS = frozenset("external public personal thirdparty partner pastebin gist".split())
+
+class Vocabulary(msgspec.Struct, frozen=True):
+    """The word lists of vocabulary.yaml."""
+
+    verbs: dict[str, list[str]]
+    scope_classes: dict[Classification, list[str]]
+    egress_domains: list[str]
+    external_words: list[str]
+
+
+def load_vocabulary(path: Path = VOCABULARY_FILE) -> Vocabulary:
+    """Load the vocabulary; a verb class without a base risk is an error."""
+    vocab = msgspec.convert(yaml.safe_load(path.read_text(encoding="utf-8")), Vocabulary)
+    unknown = set(vocab.verbs) - set(VERB_BASE)
+    if unknown:
+        raise ValueError(f"{path}: verb classes without a base risk: {sorted(unknown)}")
+    return vocab
+
+
+_VOCAB = load_vocabulary()
+VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VOCAB.verbs.items() for w in ws}
+_SCOPE_CLASSES: dict[str, str] = {w: c for c, ws in _VOCAB.scope_classes.items() for w in ws}
+_EGRESS_DOMAINS = frozenset(_VOCAB.egress_domains)
+_EXTERNAL_WORDS = frozenset(_VOCAB.external_words)
 _PROD_RE = re.compile(r"(?:^|[^a-z])(prod|production|live|prd)(?:$|[^a-z])")
+# Parameter keys that name where data goes, and keys that give a record count.
 _DESTINATION_KEYS = frozenset(
-    "url uri endpoint webhook webhook_url destination dest to recipient recipients target_url "
-    "bucket host channel email address upload_url".split()
+    {"url", "uri", "endpoint", "webhook", "webhook_url", "destination", "dest", "to"}
+    | {"recipient", "recipients", "target_url", "bucket", "host", "channel", "email"}
+    | {"address", "upload_url"}
 )
 _INTERNAL_HOST_RE = re.compile(
     r"(localhost|127\.0\.0\.1|\.internal\b|\.local\b|\.corp\b|\.lan\b|//10\.|//192\.168\.)"
 )
 _COUNT_KEYS = frozenset(
-    "limit count rows records max_results page_size batch_size size top n max_rows".split()
+    {"limit", "count", "rows", "records", "max_results", "page_size", "batch_size", "size"}
+    | {"top", "n", "max_rows"}
 )
-_BULK_WORDS = frozenset("bulk all full dump everything entire".split())
+_BULK_WORDS = frozenset(["bulk", "all", "full", "dump", "everything", "entire"])
 BULK_THRESHOLD = 1000
 
 _DESTRUCTIVE_RE = re.compile(
@@ -143,8 +125,8 @@ _READONLY_SQL_RE = re.compile(r"^\s*(select|with|explain|show|describe)\b", re.I
 _WRITE_SQL_RE = re.compile(
     r"\b(insert|update|delete|drop|truncate|alter|create|grant|revoke|merge|copy)\b", re.IGNORECASE
 )
-_SQL_KEYS = frozenset("sql query statement".split())
-_APPROVAL_KEYS = frozenset("approved_by approval_id human_approved approval_ticket".split())
+_SQL_KEYS = frozenset(["sql", "query", "statement"])
+_APPROVAL_KEYS = frozenset(["approved_by", "approval_id", "human_approved", "approval_ticket"])
 _TEXT_SCAN_LIMIT = 4096  # parameters can be large; the patterns we look for show up early
 
 

@@ -59,6 +59,7 @@ def load_field_table(path: Path = FIELDS_FILE) -> FieldTable:
     return table
 
 
+@lru_cache(maxsize=16384)
 def words(name: str) -> tuple[str, ...]:
     """Split a field name into lower-case words: camelCase, kebab, snake, dotted paths."""
     spaced = _CAMEL_RE.sub("_", name)
@@ -70,7 +71,7 @@ class FieldClassifier:
 
     def __init__(self, table: FieldTable) -> None:
         self.table = table
-        self.weights: dict[str, float] = dict(table.weights)
+        self.weights: dict[str, float] = {str(k): v for k, v in table.weights.items()}
         self._max_words = max(len(k.split("_")) for k in table.fields)
         self.classify = lru_cache(maxsize=8192)(self._classify)
 

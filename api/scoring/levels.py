@@ -1,10 +1,10 @@
 """Score bands: where each risk level starts (DESIGN.md §8).
 
-    none      1-9     routine reads of public or internal data
-    low      10-34    ordinary writes, reads of personal data in scope
-    medium   35-59    sensitive data handled, unusual but explainable behaviour
-    high     60-79    destructive, privileged or outbound handling of sensitive data
-    critical 80-100   exfiltration chains, secrets leaving, destruction in production
+none      1-9     routine reads of public or internal data
+low      10-34    ordinary writes, reads of personal data in scope
+medium   35-59    sensitive data handled, unusual but explainable behaviour
+high     60-79    destructive, privileged or outbound handling of sensitive data
+critical 80-100   exfiltration chains, secrets leaving, destruction in production
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Any OpenAI-compatible endpoint: `POST {base_url}/chat/completions`, asked for a 
 `{"score": 1-100, "risk_level": "...", "rationale": "..."}`. The prompt carries facts only: action,
 classes, flags and rule findings; never parameter values, resource ids or field contents.
 
-Merge: final = (1 - w) × rule score + w × LLM score with w = min(0.5, 1 - confidence), so the less
+Merge: final = (1 - w) x rule score + w x LLM score with w = min(0.5, 1 - confidence), so the less
 sure the rules are, the more the LLM counts, and it never decides alone; the result can still not
 fall below the floor set by the most severe rule violation. Any failure (HTTP error, timeout, a
 body that is not the JSON asked for) keeps the rule score, with `scoring_source`
@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 
 from api.scoring.levels import LEVEL_ORDER, SEVERITY_FLOOR, clamp_score, risk_level_for
@@ -46,7 +45,9 @@ class LLMConfig(msgspec.Struct, frozen=True, kw_only=True):
     threshold: float = DEFAULT_THRESHOLD
 
     def __repr__(self) -> str:  # never print the key
-        return f"LLMConfig(base_url={self.base_url!r}, model={self.model!r}, enabled={self.enabled})"
+        return (
+            f"LLMConfig(base_url={self.base_url!r}, model={self.model!r}, enabled={self.enabled})"
+        )
 
 
 class LLMVerdict(msgspec.Struct, kw_only=True):
@@ -122,6 +123,8 @@ def parse_response(status: int, content: bytes) -> LLMVerdict:
 
 async def consult_async(config: LLMConfig, payload: dict[str, Any]) -> LLMVerdict:
     """Ask the LLM (async); raises LLMFallbackError on any failure."""
+    import httpx  # imported here: the proxy loads the engine but never calls the LLM
+
     url, headers, body = build_request(config, payload)
     try:
         async with httpx.AsyncClient(timeout=config.timeout) as client:
@@ -135,6 +138,8 @@ async def consult_async(config: LLMConfig, payload: dict[str, Any]) -> LLMVerdic
 
 def consult_sync(config: LLMConfig, payload: dict[str, Any]) -> LLMVerdict:
     """Ask the LLM (blocking; for scripts and workers, never the proxy's hot path)."""
+    import httpx
+
     url, headers, body = build_request(config, payload)
     try:
         with httpx.Client(timeout=config.timeout) as client:

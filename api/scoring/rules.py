@@ -15,6 +15,11 @@ A rule file holds `rules:`, a list of rules:
         - add_mitigation: Require a transfer basis before sending personal data out
         - assert_fact: pii_egress          # a flag other rules may test with {eq: true}
 
+Operators (which fact kinds accept them is checked at load): eq ne in not_in (values); gt gte lt
+lte (numbers; false when the fact is unknown); glob (whole value) and regex (search) on text,
+compared lower-case; exists (true/false); contains not_contains contains_any contains_all (sets);
+any_glob any_regex size_gte (sets and sequences, e.g. prior_actions).
+
 Flags asserted by rules start false and may only be tested with `eq: true`: the rule set is then
 monotonic, so the fixed point does not depend on rule order. Everything is checked at load and
 compiled to plain closures once, so scoring never touches YAML or re-parses a pattern.
@@ -93,6 +98,8 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
     refs: tuple[str, ...]
     frameworks: tuple[str, ...]
     checks: tuple[Check, ...]
+    # The conjunction of the conditions on base facts only; flags are tracked by the engine.
+    test: Check
     flag_conditions: tuple[str, ...]
     score: float
     violation: Severity | None
@@ -105,11 +112,19 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RuleSet(msgspec.Struct, frozen=True, kw_only=True):
-    """All loaded rules, split so that rules on base facts are evaluated only once per event."""
+    """All loaded rules, indexed for the engine's agenda.
+
+    Rules on base facts only are tested once per event. A rule that needs flags waits until the
+    last of them is asserted (`dependents` maps a flag to the derived rules waiting on it), and is
+    then tested once: base facts never change and flags never go back to false.
+    """
 
     rules: tuple[Rule, ...]
     base_rules: tuple[Rule, ...]
     derived_rules: tuple[Rule, ...]
+    dependents: dict[str, tuple[int, ...]]
+    # How many distinct flags each derived rule waits for, in derived_rules order.
+    flag_counts: tuple[int, ...]
     flags: frozenset[str]
     files: tuple[str, ...]
 
@@ -268,7 +283,9 @@ def _parse_rule(file: str, raw: Any, index: int) -> _Draft:
     for ref in refs:
         m = _REF_RE.match(ref)
         if m is None or m.group("fw") not in FRAMEWORKS:
-            raise RuleError(file, rid, f"bad ref {ref!r} (framework must be in {sorted(FRAMEWORKS)})")
+            raise RuleError(
+                file, rid, f"bad ref {ref!r} (framework must be in {sorted(FRAMEWORKS)})"
+            )
         if m.group("fw") not in frameworks:
             frameworks.append(m.group("fw"))
     conditions = raw.get("conditions")
@@ -292,12 +309,35 @@ def _parse_rule(file: str, raw: Any, index: int) -> _Draft:
     )
 
 
+def _always(_: Facts) -> bool:
+    return True
+
+
+def _conjoin(checks: list[Check]) -> Check:
+    """One predicate for a list, avoiding a generator per call (the hot loop of scoring)."""
+    if not checks:
+        return _always
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        a, b = checks
+        return lambda f: a(f) and b(f)
+    if len(checks) == 3:
+        a, b, c = checks
+        return lambda f: a(f) and b(f) and c(f)
+    frozen = tuple(checks)
+    return lambda f: all(check(f) for check in frozen)
+
+
 def _compile(draft: _Draft, flags: frozenset[str]) -> Rule:
     checks: list[Check] = []
+    base_checks: list[Check] = []
     flag_conditions: list[str] = []
     for cond in draft.conditions:
         if not isinstance(cond, dict) or set(cond) - {"fact"} == set() or "fact" not in cond:
-            raise RuleError(draft.file, draft.id, f"condition must be {{fact: NAME, OP: VALUE}}: {cond!r}")
+            raise RuleError(
+                draft.file, draft.id, f"condition must be {{fact: NAME, OP: VALUE}}: {cond!r}"
+            )
         name = cond["fact"]
         ops = [k for k in cond if k != "fact"]
         if len(ops) != 1:
@@ -321,9 +361,12 @@ def _compile(draft: _Draft, flags: frozenset[str]) -> Rule:
                 draft.file, draft.id, f"bad operator {op!r} for {kind.value} fact {name!r}"
             )
         try:
-            checks.append(_compile_check(name, kind, op, cond[op]))
+            check = _compile_check(name, kind, op, cond[op])
         except ValueError as exc:
             raise RuleError(draft.file, draft.id, str(exc)) from exc
+        checks.append(check)
+        if kind is not FactKind.FLAG:
+            base_checks.append(check)
     return Rule(
         id=draft.id,
         file=draft.file,
@@ -332,7 +375,8 @@ def _compile(draft: _Draft, flags: frozenset[str]) -> Rule:
         refs=draft.refs,
         frameworks=draft.frameworks,
         checks=tuple(checks),
-        flag_conditions=tuple(flag_conditions),
+        test=_conjoin(base_checks),
+        flag_conditions=tuple(dict.fromkeys(flag_conditions)),
         score=draft.score,
         violation=draft.violation,
         mitigations=draft.mitigations,
@@ -361,15 +405,24 @@ def load_rules(paths: Iterable[Path]) -> RuleSet:
         for i, raw in enumerate(_read_file(path)):
             draft = _parse_rule(file, raw, i)
             if draft.id in seen:
-                raise RuleError(file, draft.id, f"duplicate rule id (first defined in {seen[draft.id]})")
+                raise RuleError(
+                    file, draft.id, f"duplicate rule id (first defined in {seen[draft.id]})"
+                )
             seen[draft.id] = file
             drafts.append(draft)
     flags = frozenset(f for d in drafts for f in d.asserts)
     rules = tuple(_compile(d, flags) for d in drafts)
+    derived = tuple(r for r in rules if r.flag_conditions)
+    dependents: dict[str, list[int]] = {}
+    for i, rule in enumerate(derived):
+        for flag in rule.flag_conditions:
+            dependents.setdefault(flag, []).append(i)
     return RuleSet(
         rules=rules,
         base_rules=tuple(r for r in rules if not r.flag_conditions),
-        derived_rules=tuple(r for r in rules if r.flag_conditions),
+        derived_rules=derived,
+        dependents={k: tuple(v) for k, v in dependents.items()},
+        flag_counts=tuple(len(r.flag_conditions) for r in derived),
         flags=flags,
         files=tuple(files),
     )

@@ -1,0 +1,124 @@
+"""The application factory: routes, auth, error mapping, OpenAPI, pool and stream-hub lifespan.
+
+The app is built from a connection string (never from a pool made elsewhere): the pool and the
+SSE hub are born in the lifespan, on the loop that serves requests.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Guard
+
+from api.agents import AgentController
+from api.db import make_pool
+from api.errors import handle_exception
+from api.events import EventController, Pool
+from api.health import health, ready
+from api.metrics import ApiMetrics, metrics_endpoint
+from api.sessions import SessionController
+from api.stream import StreamController, StreamHub
+
+API_PREFIX = "/api/v1"
+
+
+def bearer_guard(api_key: str) -> Guard:
+    """A guard accepting ``Authorization: Bearer <api_key>`` only (constant-time comparison)."""
+    expected = api_key.encode()
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+            raise NotAuthorizedException(
+                detail="missing or invalid API key",
+                headers={"WWW-Authenticate": 'Bearer realm="govrix"'},
+            )
+
+    return guard
+
+
+def create_app(
+    database_url: str,
+    api_key: str | None,
+    *,
+    insecure_no_auth: bool = False,
+    keepalive_interval: float = 15.0,
+    sse_queue_size: int = 1000,
+    sse_lookback_ms: int = 2000,
+    sse_poll_interval: float = 1.0,
+) -> Litestar:
+    """Build the API. Without ``api_key``, ``insecure_no_auth=True`` must say so explicitly."""
+    if not api_key and not insecure_no_auth:
+        raise ValueError("an API key is required (or insecure_no_auth=True)")
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = make_pool(database_url)
+        await pool.open(wait=False)  # start even while PostgreSQL is away: /ready says 503
+        hub = StreamHub(
+            database_url,
+            metrics,
+            queue_size=sse_queue_size,
+            lookback_ms=sse_lookback_ms,
+            poll_interval=sse_poll_interval,
+        )
+        await hub.start()
+        app.state.pool, app.state.hub = pool, hub
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await pool.close()
+
+    def provide_pool(state: State) -> Pool:
+        pool: Pool = state.pool
+        return pool
+
+    def provide_hub(state: State) -> StreamHub:
+        hub: StreamHub = state.hub
+        return hub
+
+    guards = [] if insecure_no_auth else [bearer_guard(api_key or "")]
+    api = Router(
+        path=API_PREFIX,
+        route_handlers=[StreamController, EventController, AgentController, SessionController],
+        guards=guards,
+        security=[] if insecure_no_auth else [{"BearerToken": []}],
+    )
+    return Litestar(
+        route_handlers=[api, health, ready, metrics_endpoint],
+        lifespan=[lifespan],
+        dependencies={
+            "pool": Provide(provide_pool, sync_to_thread=False),
+            "hub": Provide(provide_hub, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
+            "keepalive_interval": Provide(lambda: keepalive_interval, sync_to_thread=False),
+        },
+        exception_handlers={Exception: handle_exception},
+        middleware=[metrics.middleware],
+        openapi_config=OpenAPIConfig(
+            title="Govrix Scout API",
+            version="1.0.0",
+            path="/schema",
+            description="Events, agents (kill switch), sessions and lineage of Govrix Scout.",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer", description="GOVRIX_API_KEY"
+                    )
+                }
+            ),
+        ),
+    )
