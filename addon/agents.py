@@ -67,7 +67,7 @@ class AgentTable:
     def decide(self, agent_id: str) -> str:
         """ALLOW, BLOCKED, RETIRED or UNAVAILABLE for one request: a dict lookup, no I/O."""
         status = self._status.get(agent_id)
-        if status == BLOCKED or status == RETIRED:
+        if status in (BLOCKED, RETIRED):
             if self.fail_mode == "fail_open" and not self.live:
                 return ALLOW
             return status

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from addon.budgets import BudgetSpec, parse_configured
+
 FailMode = Literal["last_known", "fail_open", "fail_closed"]
 
 
@@ -46,6 +48,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retention_days: int | None = None
     pii_scan: bool = True
     identity_secret: str | None = None
+    default_completion_tokens: int = 1024
+    budgets: list[dict[str, object]] = []
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_days: int | None
     pii_scan: bool
     identity_secret: bytes
+    default_completion_tokens: int = 1024
+    budgets: tuple[BudgetSpec, ...] = ()
 
     @property
     def spool_dir(self) -> Path:
@@ -147,6 +153,10 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
     retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
     policy = env.get("GOVRIX_POLICY_FILE") or fc.policy_file
     database_url = env.get("GOVRIX_DATABASE_URL") or fc.database_url
+    try:
+        budgets = tuple(parse_configured(fc.budgets))
+    except ValueError as e:
+        raise ConfigError(f"GOVRIX_CONFIG {path}: {e}") from e
     return Settings(
         database_url=database_url,
         home=home,
@@ -169,4 +179,8 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         identity_secret=_identity_secret(
             home, env.get("GOVRIX_IDENTITY_SECRET") or fc.identity_secret
         ),
+        default_completion_tokens=int(
+            num("GOVRIX_DEFAULT_COMPLETION_TOKENS", fc.default_completion_tokens)
+        ),
+        budgets=budgets,
     )

@@ -74,9 +74,9 @@ class CallbackCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=fn())
         for name, (doc, fn) in self.counters.items():
             yield CounterMetricFamily(name, doc, value=fn())
-        for name, doc, labels, fn in self.labelled:
+        for name, doc, labels, series in self.labelled:
             fam = CounterMetricFamily(name, doc, labels=labels)
-            for key, value in fn().items():
+            for key, value in series().items():
                 fam.add_metric(list(key), value)
             yield fam
 

@@ -27,6 +27,7 @@ from mitmproxy import ctx, http
 from addon import config as config_mod
 from addon import ids, lineage, metrics, pii
 from addon.agents import ALLOW, BLOCKED, RETIRED, UNAVAILABLE, AgentTable
+from addon.budgets import Budgets, Denial, Reservation
 from addon.event import Event
 from addon.identity import (
     STRIP_HEADERS,
@@ -36,12 +37,14 @@ from addon.identity import (
     parse_proxy_authorization,
     vendor_session,
 )
+from addon.policy import Decision, PolicyContext, PolicyError, PolicyStore, watch
 from addon.pricing import cost_usd
 from addon.providers import (
     Provider,
     RequestInfo,
     ResponseInfo,
     StreamParser,
+    Usage,
     detect,
     fill_prompt_estimate,
 )
@@ -77,6 +80,7 @@ class Call:
     response_bytes: int = 0
     hook_seconds: float = 0.0
     done: bool = False
+    reservation: Reservation | None = None
     policy_decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -120,6 +124,9 @@ class Govrix:
         self.replay = replay
         self.writer: BatchWriter | None = None
         self.agents: AgentTable = AgentTable(None)
+        self.budgets: Budgets = Budgets(None)
+        self.policies: PolicyStore = PolicyStore()
+        self._policy_task: Any = None
         self.chain = lineage.Chain()
         self.identifier: Identifier | None = None
         self.sessions = Sessions()
@@ -143,13 +150,31 @@ class Govrix:
         try:
             self.settings = config_mod.load(config_file=path)
         except config_mod.ConfigError as e:
-            raise exceptions.OptionsError(str(e)) from e
+            raise exceptions.OptionsError(str(e)) from e  # type: ignore[no-untyped-call]
+        try:
+            self._load_policies()
+        except PolicyError as e:
+            raise exceptions.OptionsError(f"GOVRIX_POLICY_FILE: {e}") from e  # type: ignore[no-untyped-call]
         # Long streams have no total timeout; keep mitmproxy from buffering what we stream.
         with contextlib.suppress(Exception):
-            ctx.options.update(connection_strategy="lazy")
+            ctx.options.update(connection_strategy="lazy")  # type: ignore[no-untyped-call]
 
     def running(self) -> None:
         self.start()
+        if self.policies.path is not None and self._policy_task is None:
+            import asyncio
+
+            self._policy_task = asyncio.get_running_loop().create_task(
+                watch(self.policies), name="govrix-policy-watch"
+            )
+
+    def _load_policies(self) -> None:
+        """The policy file at start: a broken file stops the proxy (there are no previous rules)."""
+        s = self.settings
+        if s is not None and s.policy_file is not None and self.policies.path is None:
+            store = PolicyStore(s.policy_file)
+            store.load()
+            self.policies = store
 
     def start(self) -> None:
         if self._started:
@@ -158,6 +183,7 @@ class Govrix:
             self.settings = config_mod.load()
         s = self.settings
         self._started = True
+        self._load_policies()
         self.identifier = Identifier(s.identity_secret)
         self.sessions = Sessions(s.session_idle_seconds)
         url = s.database_url or _embedded_url(s.home)
@@ -171,13 +197,17 @@ class Govrix:
         self.writer.start()
         if not self.replay:
             self.agents = AgentTable(url, fail_mode=s.fail_mode).start()
+            self.budgets = Budgets(url, configured=s.budgets).start()
             self._export_metrics()
             with contextlib.suppress(OSError):
                 metrics.serve(s.metrics_port)
         log.info("govrix addon running (spool %s)", s.spool_dir)
 
     def done(self) -> None:
+        if self._policy_task is not None:
+            self._policy_task.cancel()
         self.agents.stop()
+        self.budgets.stop()
         if self.writer is not None:
             self.writer.stop()
 
@@ -312,6 +342,32 @@ class Govrix:
 
         findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
 
+        if len(self.policies.current):
+            ctx_ = self._policy_context(
+                call, "request", findings, info.estimated_prompt_tokens, None
+            )
+            decision = self.policies.evaluate(ctx_)
+            call.compliance_tag = decision.compliance_tag
+            self._note_decision(call, "request", decision)
+            if decision.block is not None:
+                rule = decision.block.rule
+                message = decision.block.message or f"blocked by policy rule {rule}"
+                self._deny(
+                    flow,
+                    call,
+                    403,
+                    "policy_blocked",
+                    message,
+                    extra={"rule": rule},
+                    findings=findings,
+                )
+                return
+            if decision.redact and findings and body is not None:
+                body = self._redact(req, body, call)
+
+        if not self.replay and not self._reserve(flow, call, findings):
+            return
+
         if info.stream and body is not None:
             new_body = provider.inject_stream_usage(endpoint, body)
             if new_body is not None:
@@ -327,30 +383,130 @@ class Govrix:
         self._emit_request(call, findings, status_code=None, error=None)
 
     def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
-        agent = call.identity.agent_id
+        name = call.identity.name
         if verdict == BLOCKED:
-            status, code, msg = (
-                403,
-                "agent_blocked",
-                f"agent {call.identity.name} is blocked by governance policy",
+            self._deny(
+                flow, call, 403, "agent_blocked", f"agent {name} is blocked by governance policy"
             )
         elif verdict == RETIRED:
-            status, code, msg = 403, "agent_retired", f"agent {call.identity.name} is retired"
+            self._deny(flow, call, 403, "agent_retired", f"agent {name} is retired")
         else:
             assert verdict == UNAVAILABLE
-            status, code, msg = (
-                503,
-                "governance_unavailable",
-                "the agent table is not available and fail_mode is fail_closed",
-            )
+            msg = "the agent table is not available and fail_mode is fail_closed"
+            self._deny(flow, call, 503, "governance_unavailable", msg)
+
+    def _deny(
+        self,
+        flow: http.HTTPFlow,
+        call: Call,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        findings: list[pii.Finding] | None = None,
+    ) -> None:
+        """Answer instead of the upstream (403/429/503 JSON) and record the refused request."""
+        body = {"error": code, "message": message, "agent_id": call.identity.agent_id} | (
+            extra or {}
+        )
         flow.response = http.Response.make(
             status,
-            _json.encode({"error": code, "message": msg, "agent_id": agent}),
-            {"content-type": "application/json", "x-govrix-decision": code},
+            _json.encode(body),
+            {"content-type": "application/json", "x-govrix-decision": code} | (headers or {}),
         )
         metrics.REQUESTS.labels(call.provider.name, code).inc()
-        self._emit_request(call, [], status_code=status, error=code)
+        self._emit_request(call, findings or [], status_code=status, error=code)
         call.done = True
+
+    def _reserve(self, flow: http.HTTPFlow, call: Call, findings: list[pii.Finding]) -> bool:
+        """Reserve the call's estimated usage against its budgets, or answer 429."""
+        agent = call.identity
+        has_budget, needs_usd = self.budgets.applies(agent.agent_id)
+        if not has_budget:
+            return True
+        assert self.settings is not None
+        info = call.info
+        completion = info.max_tokens or self.settings.default_completion_tokens
+        tokens = info.estimated_prompt_tokens + completion
+        usd = None
+        if needs_usd:
+            estimate = Usage(
+                prompt_tokens=info.estimated_prompt_tokens,
+                completion_tokens=completion,
+                total_tokens=tokens,
+                source="estimated",
+            )
+            usd = cost_usd(call.provider.name, info.model, estimate)
+        res = self.budgets.reserve(agent.agent_id, tokens, usd)
+        if isinstance(res, Denial):
+            spec = res.spec
+            who = f"agent {agent.name}" if spec.agent_id else "all agents"
+            message = (
+                f"the {spec.period} {spec.metric} budget of {spec.limit:g} for {who} is used up"
+            )
+            self._deny(
+                flow,
+                call,
+                429,
+                "budget_exceeded",
+                message,
+                extra={"budget": spec.describe() | {"used": res.used}},
+                headers={"retry-after": str(res.retry_after)},
+                findings=findings,
+            )
+            return False
+        call.reservation = res
+        return True
+
+    def _policy_context(
+        self,
+        call: Call,
+        direction: str,
+        findings: list[pii.Finding],
+        tokens: int | None,
+        cost: float | None,
+    ) -> PolicyContext:
+        return PolicyContext(
+            agent_id=call.identity.agent_id,
+            agent_name=call.identity.name,
+            model=call.info.model,
+            provider=call.provider.name,
+            endpoint=call.endpoint,
+            token_count=tokens,
+            cost_usd=cost,
+            pii_detected=bool(findings),
+            pii_types=sorted({f.type for f in findings}),
+            direction=direction,
+        )
+
+    def _note_decision(self, call: Call, phase: str, d: Decision) -> None:
+        if not d.matched:
+            return
+        note: dict[str, Any] = {"phase": phase, "matched": list(d.matched)}
+        if d.block is not None:
+            note["block"] = d.block.rule
+        if d.tags:
+            note["tags"] = list(d.tags)
+        if d.logs:
+            note["logs"] = list(d.logs)
+        if d.redact:
+            note["redact"] = True
+        call.policy_decisions.append(note)
+
+    def _redact(self, req: http.Request, body: bytes, call: Call) -> bytes:
+        """Replace detected PII in the forwarded JSON body; the event keeps types and counts."""
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return body
+        new_doc, n = pii.redact_json(doc)
+        if n:
+            body = _json.encode(new_doc)
+            req.content = body
+            call.policy_decisions[-1]["redacted"] = n
+        return body
 
     def _emit_request(
         self, call: Call, findings: list[pii.Finding], *, status_code: int | None, error: str | None
@@ -463,8 +619,19 @@ class Govrix:
         model = rinfo.model or call.info.model
         status = resp.status_code if resp is not None else None
         # Failed calls are not billed; an estimate is only priced for a call that succeeded.
-        billable = usage.source == "reported" or (usage.source == "estimated" and status is not None and status < 400)
+        billable = usage.source == "reported" or (
+            usage.source == "estimated" and status is not None and status < 400
+        )
         cost = cost_usd(call.provider.name, model, usage) if billable else None
+        if call.reservation is not None:
+            self.budgets.settle(call.reservation, usage.total_tokens or 0, cost)
+            call.reservation = None
+        if len(self.policies.current):
+            ctx_ = self._policy_context(call, "response", findings, usage.total_tokens, cost)
+            d = self.policies.evaluate(ctx_)
+            if d.tags:
+                call.compliance_tag = d.compliance_tag
+            self._note_decision(call, "response", d)
         end = (
             resp.timestamp_end if resp is not None and resp.timestamp_end else None
         ) or time.time()

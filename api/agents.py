@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -38,7 +38,7 @@ class AgentController(Controller):
         self,
         request: Request[Any, Any, Any],
         pool: PoolDep,
-        status: AgentStatus | None = None,
+        status: FromQuery[AgentStatus | None] = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,
     ) -> Response[list[AgentOut]]:
@@ -58,7 +58,7 @@ class AgentController(Controller):
         return Response([AgentOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{agent_id:str}", operation_id="getAgent", responses=error_responses(401, 404))
-    async def get_agent(self, pool: PoolDep, agent_id: str) -> AgentOut:
+    async def get_agent(self, pool: PoolDep, agent_id: FromPath[str]) -> AgentOut:
         """One agent by id; 404 ``{"error": "agent not found"}``."""
         q = sql.SQL("SELECT {} FROM agents WHERE id = %s").format(AGENT_COLUMNS)
         async with pool.connection() as conn:
@@ -72,7 +72,9 @@ class AgentController(Controller):
         operation_id="updateAgent",
         responses=error_responses(400, 401, 404),
     )
-    async def update_agent(self, pool: PoolDep, agent_id: str, data: AgentUpdate) -> AgentOut:
+    async def update_agent(
+        self, pool: PoolDep, agent_id: FromPath[str], data: JSONBody[AgentUpdate]
+    ) -> AgentOut:
         """Set ``status`` (``active|blocked|retired``) and/or replace ``metadata``.
 
         This is the kill switch: ``{"status": "blocked"}`` reaches every proxy through the
@@ -101,7 +103,7 @@ class AgentController(Controller):
         status_code=200,
         responses=error_responses(401, 404),
     )
-    async def retire_agent(self, pool: PoolDep, agent_id: str) -> RetireOut:
+    async def retire_agent(self, pool: PoolDep, agent_id: FromPath[str]) -> RetireOut:
         """Retire an agent (``PUT`` with ``{"status": "retired"}``, more explicit in intent)."""
         async with pool.connection() as conn:
             cur = await conn.execute(
@@ -124,9 +126,9 @@ class AgentController(Controller):
         self,
         request: Request[Any, Any, Any],
         pool: PoolDep,
-        agent_id: str,
+        agent_id: FromPath[str],
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
-        to: datetime | None = None,
+        to: FromQuery[datetime | None] = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,
         cursor: CursorParam = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from api.schemas import ErrorBody
 
 log = logging.getLogger("govrix.api")
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 
 _DESCRIPTIONS = {
@@ -96,6 +98,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         detail = exc.detail or "error"
         if status == 400 and "malformed" in detail:  # the body is not JSON at all
             body = ErrorBody(error=f"invalid body: {detail}", field="body")
+        elif status in _PHRASES and detail == _PHRASES[status]:
+            body = ErrorBody(error=detail.lower())  # "Not Found" -> "not found"
         else:
             body = ErrorBody(error=detail[:1].lower() + detail[1:])
     else:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,7 +33,7 @@ PoolDep = NamedDependency[Pool]  # injected by name from the app's ``pool`` depe
 
 Limit = Annotated[
     int,
-    Parameter(
+    QueryParameter(
         ge=1,
         le=LIMIT_MAX,
         description=f"Page size, 1..{LIMIT_MAX} (0 or more than {LIMIT_MAX} is a 400).",
@@ -41,16 +41,18 @@ Limit = Annotated[
 ]
 Offset = Annotated[
     int,
-    Parameter(ge=0, le=10_000_000, description="Rows to skip; prefer `cursor` for deep pages."),
+    QueryParameter(
+        ge=0, le=10_000_000, description="Rows to skip; prefer `cursor` for deep pages."
+    ),
 ]
 CursorParam = Annotated[
     str | None,
-    Parameter(
+    QueryParameter(
         max_length=200,
         description="Opaque keyset cursor from a previous page's `X-Next-Cursor` header.",
     ),
 ]
-IdFilter = Annotated[str | None, Parameter(max_length=200)]
+IdFilter = Annotated[str | None, QueryParameter(max_length=200)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,13 +167,13 @@ class EventController(Controller):
         ] = None,
         to: Annotated[
             datetime | None,
-            Parameter(description="Exclusive upper bound on timestamp (ISO 8601)."),
+            QueryParameter(description="Exclusive upper bound on timestamp (ISO 8601)."),
         ] = None,
         model: IdFilter = None,
         provider: IdFilter = None,
-        direction: Direction | None = None,
+        direction: FromQuery[Direction | None] = None,
         compliance_tag: IdFilter = None,
-        pii_detected: bool | None = None,
+        pii_detected: FromQuery[bool | None] = None,
         limit: Limit = LIMIT_DEFAULT,
         offset: Offset = 0,
         cursor: CursorParam = None,
@@ -201,7 +203,7 @@ class EventController(Controller):
         return Response(events, headers=headers)
 
     @get("/{event_id:str}", operation_id="getEvent", responses=error_responses(401, 404))
-    async def get_event(self, pool: PoolDep, event_id: str) -> EventOut:
+    async def get_event(self, pool: PoolDep, event_id: FromPath[str]) -> EventOut:
         """One event by id; 404 ``{"error": "event not found"}``."""
         q = sql.SQL("SELECT {} FROM events WHERE id = %s LIMIT 1").format(EVENT_COLUMNS)
         async with pool.connection() as conn:
@@ -221,10 +223,10 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         pool: PoolDep,
-        session_id: str,
+        session_id: FromPath[str],
         limit: Annotated[
             int,
-            Parameter(
+            QueryParameter(
                 ge=1,
                 le=LIMIT_MAX,
                 description="Page size; the whole session up to 1000 by default.",

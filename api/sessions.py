@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
+from litestar.params import FromPath
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -59,7 +60,7 @@ class SessionController(Controller):
         return Response([SessionOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{session_id:str}", operation_id="getSession", responses=error_responses(401, 404))
-    async def get_session(self, pool: PoolDep, session_id: str) -> SessionOut:
+    async def get_session(self, pool: PoolDep, session_id: FromPath[str]) -> SessionOut:
         """One session's chain head and counters; 404 ``{"error": "session not found"}``."""
         q = sql.SQL("SELECT {} FROM sessions WHERE id = %s").format(SESSION_COLUMNS)
         async with pool.connection() as conn:
@@ -73,7 +74,7 @@ class SessionController(Controller):
         operation_id="verifySession",
         responses=error_responses(401, 404),
     )
-    async def verify_session(self, pool: PoolDep, session_id: str) -> VerifyOut:
+    async def verify_session(self, pool: PoolDep, session_id: FromPath[str]) -> VerifyOut:
         """Recompute the session's hash chain from the stored rows; name the first broken link.
 
         ``valid: false`` comes with ``broken_event_id``, ``broken_seq`` and ``reason``.

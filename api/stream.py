@@ -40,7 +40,7 @@ import msgspec
 import psycopg
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import HeaderParameter, Parameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 from psycopg import AsyncConnection, sql
 
@@ -352,7 +352,7 @@ class StreamController(Controller):
         session_id: IdFilter = None,
         last_event_id: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 max_length=200, description="Resume after this event id (as the header does)."
             ),
         ] = None,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import phonenumbers
 import pytest
 
 from addon.pii import (
@@ -16,6 +18,7 @@ from addon.pii import (
     Finding,
     Match,
     StreamScanner,
+    _valid_number,
     json_segments,
     redact_json,
     redact_text,
@@ -198,6 +201,32 @@ def test_corpus_precision_and_recall_per_type() -> None:
 )
 def test_types_detected(text: str, expected: set[str]) -> None:
     assert _types(text) == expected
+
+
+def test_fast_phone_validity_agrees_with_phonenumbers() -> None:
+    """addon/pii.py re-implements is_valid_number for speed; it must give the same answers."""
+    rng = random.Random(7)
+    codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+    checked = valid = 0
+    for i in range(4000):
+        code = rng.choice(codes) if i % 3 else rng.choice([1, 7, 33, 39, 44, 49, 61, 81, 86, 91])
+        region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code][0]
+        example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+        if i % 2 and example is not None:  # mutate a real number so that about half stay valid
+            digits = str(example.national_number)
+            keep = rng.randint(1, len(digits) - 1)
+            nsn = digits[:keep] + "".join(rng.choice("0123456789") for _ in digits[keep:])
+        else:
+            nsn = str(rng.randint(1, 9)) + str(rng.randint(0, 10 ** rng.randint(5, 12)))
+        if nsn.startswith("0"):
+            continue
+        expected = phonenumbers.is_valid_number(
+            phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
+        )
+        assert _valid_number(code, nsn) == expected, (code, nsn)
+        checked += 1
+        valid += expected
+    assert checked > 3000 and 0.2 < valid / checked < 0.8
 
 
 def test_spans_point_at_the_values_even_after_non_ascii_text() -> None:
