@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -154,19 +156,33 @@ class Govrix:
         try:
             self._load_policies()
         except PolicyError as e:
-            raise exceptions.OptionsError(f"GOVRIX_POLICY_FILE: {e}") from e  # type: ignore[no-untyped-call]
+            # No previous rules to fall back on: running without the operator's policy would be
+            # a silent hole, and mitmproxy only logs errors raised by scripts. Refuse to start.
+            print(f"govrix: GOVRIX_POLICY_FILE rejected: {e}", file=sys.stderr, flush=True)
+            log.critical("GOVRIX_POLICY_FILE rejected: %s; refusing to start", e)
+            os._exit(2)
         # Long streams have no total timeout; keep mitmproxy from buffering what we stream.
         with contextlib.suppress(Exception):
             ctx.options.update(connection_strategy="lazy")  # type: ignore[no-untyped-call]
 
     def running(self) -> None:
         self.start()
+        self._write_pidfile()
         if self.policies.path is not None and self._policy_task is None:
             import asyncio
 
             self._policy_task = asyncio.get_running_loop().create_task(
                 watch(self.policies), name="govrix-policy-watch"
             )
+
+    def _write_pidfile(self) -> None:
+        """``$GOVRIX_HOME/proxy.pid`` once the addon runs: a readiness signal for scripts."""
+        if self.settings is None or self.replay:
+            return
+        with contextlib.suppress(OSError):
+            path = self.settings.home / "proxy.pid"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()}\n")
 
     def _load_policies(self) -> None:
         """The policy file at start: a broken file stops the proxy (there are no previous rules)."""
@@ -204,6 +220,9 @@ class Govrix:
         log.info("govrix addon running (spool %s)", s.spool_dir)
 
     def done(self) -> None:
+        if self.settings is not None and not self.replay:
+            with contextlib.suppress(OSError):
+                (self.settings.home / "proxy.pid").unlink(missing_ok=True)
         if self._policy_task is not None:
             self._policy_task.cancel()
         self.agents.stop()

@@ -191,8 +191,8 @@ class StreamHub:
                     self.connected.set()
                     self.metrics.sse_listener_up.set(1)
                     backoff = 0.2
-                    if self.subscribers:  # what was committed while we were away
-                        await self._fetch(conn)
+                    # What was committed while we were away.
+                    await self._fetch(conn, publish=bool(self.subscribers))
                     await self._listen(conn)
             except psycopg.Error as e:
                 log.warning("stream listener: %s; reconnecting in %.1fs", e, backoff)
@@ -208,20 +208,20 @@ class StreamHub:
             notified: str | None = None
             async for n in conn.notifies(timeout=self.poll_interval, stop_after=1):
                 notified = n.payload
-            due = time.monotonic() - last_fetch >= self.poll_interval
+            # The poll is a safety net for subscribers (a NOTIFY lost in a reconnect).
+            due = bool(self.subscribers) and time.monotonic() - last_fetch >= self.poll_interval
             if notified is None and not due:
                 continue
-            if not self.subscribers:
-                # Nobody listens: only advance the mark (new subscribers start from "now").
-                if notified and (self._hw is None or notified > self._hw):
-                    self._hw = notified
-                last_fetch = time.monotonic()
-                continue
-            await self._fetch(conn)
+            # With nobody listening, only mark what is there as seen (ids, no rows), so that a
+            # later subscriber is not handed the lookback window as if it were new.
+            await self._fetch(conn, publish=bool(self.subscribers))
             last_fetch = time.monotonic()
 
-    async def _fetch(self, conn: AsyncConnection[tuple[Any, ...]]) -> None:
-        """Read unseen events above ``hw - lookback`` and fan them out, in id order."""
+    async def _fetch(self, conn: AsyncConnection[tuple[Any, ...]], *, publish: bool = True) -> None:
+        """Read unseen events above ``hw - lookback`` and fan them out, in id order.
+
+        With ``publish=False`` only their ids are read and remembered as seen.
+        """
         floor = id_floor(self._hw, self.lookback_ms) if self._hw else ""
         while True:
             cur = await conn.execute(
@@ -230,6 +230,10 @@ class StreamHub:
             )
             ids = [r[0] for r in await cur.fetchall()]
             new = [i for i in ids if i not in self._seen]
+            if not publish:
+                for i in new:
+                    self._mark(i)
+                new = []
             for start in range(0, len(new), _PAGE):
                 chunk = new[start : start + _PAGE]
                 q = sql.SQL("SELECT {} FROM events WHERE id = ANY(%s) ORDER BY id").format(
@@ -244,10 +248,13 @@ class StreamHub:
             floor = ids[-1]
         self._forget_below(id_floor(self._hw, self.lookback_ms) if self._hw else "")
 
+    def _mark(self, event_id: str) -> None:
+        self._seen[event_id] = None
+        if self._hw is None or event_id > self._hw:
+            self._hw = event_id
+
     def _publish(self, item: Item) -> None:
-        self._seen[item.id] = None
-        if self._hw is None or item.id > self._hw:
-            self._hw = item.id
+        self._mark(item.id)
         for sub in self.subscribers:
             if sub.overflowed or not sub.wants(item):
                 continue

@@ -70,7 +70,7 @@ class Proxy:
                 raise RuntimeError(f"mitmdump exited: {self.log.read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    if self.ca.exists():
+                    if self.ca.exists() and (self.home / "proxy.pid").exists():
                         return self
             except OSError:
                 pass

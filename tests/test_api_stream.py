@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +211,5 @@ def test_id_floor() -> None:
     assert id_floor(then, 2000) < id_floor(then, 0)
     assert id_floor(then, 2000).startswith("evt_")
     assert len(id_floor(then, 2000)) == len(then)
-    past = "evt_" + ids.ulid(int(time.time() * 1000) - 5000)
-    assert past < id_floor(then, 2000)
+    assert ids.ulid_time_ms(id_floor(then, 2000)) == ids.ulid_time_ms(then) - 2000
     assert id_floor("weird", 2000) == "weird"

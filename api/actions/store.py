@@ -1,0 +1,396 @@
+"""SQL of the scoring service (tables in sql/005_scoring.sql). Literal SQL, `%s` parameters.
+
+Every function takes an open connection and runs inside the caller's transaction, so the caller
+decides what commits together (e.g. a score and the deletion of its queue row).
+JSON goes in as text cast to jsonb and comes out as text decoded by msgspec, so this works on any
+pool whatever its JSON adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+
+from api.actions.schemas import (
+    RISK_LEVELS,
+    EventScored,
+    LevelCounts,
+    ScoreDetail,
+    ScoreSummary,
+)
+from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreComponent, ScoreResult, Violation
+
+Conn = AsyncConnection[Any]
+
+_VIOLATIONS = msgspec.json.Decoder(list[Violation])
+_COMPONENTS = msgspec.json.Decoder(list[ScoreComponent])
+_ENCODER = msgspec.json.Encoder()
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the customer and tier of a valid API key."""
+
+    key_id: str
+    customer_id: str
+    tier: str
+
+
+class Inserted(msgspec.Struct, frozen=True):
+    """A newly stored action: its arrival order and time (the reference for history)."""
+
+    seq: int
+    received_at: datetime
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    # Naive timestamps in events are taken as UTC, whatever the session time zone.
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+def _action_row(customer_id: str, event: ActionEvent, raw: bytes) -> tuple[Any, ...]:
+    q = Engine.facts_for_history(event)
+    return (
+        customer_id,
+        event.event_id,
+        q.agent_id,
+        event.session.session_id if event.session else None,
+        event.action,
+        q.server_key,
+        q.resource_key,
+        _utc(event.timestamp),
+        raw.decode(),
+    )
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+async def principal_for_hash(conn: Conn, key_hash: bytes) -> Principal | None:
+    """The live (not revoked) key with this sha256 digest."""
+    cur = await conn.execute(
+        "SELECT id, customer_id, tier FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
+        (key_hash,),
+    )
+    row = await cur.fetchone()
+    return Principal(row[0], row[1], row[2]) if row else None
+
+
+# --- actions --------------------------------------------------------------------------------
+
+_INSERT_ACTION = """
+WITH ins AS (
+    INSERT INTO actions (customer_id, event_id, agent_id, session_id, action, server_key,
+                         resource_key, "timestamp", event)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+    ON CONFLICT (customer_id, event_id) DO NOTHING
+    RETURNING customer_id, agent_id, seq, received_at
+), act AS (
+    INSERT INTO agent_activity (customer_id, agent_id, minute, n)
+    SELECT customer_id, agent_id, date_trunc('minute', received_at), 1
+    FROM ins WHERE agent_id IS NOT NULL
+    ON CONFLICT (customer_id, agent_id, minute) DO UPDATE SET n = agent_activity.n + 1
+)
+SELECT seq, received_at FROM ins
+"""
+
+
+async def insert_action(
+    conn: Conn, customer_id: str, event: ActionEvent, raw: bytes
+) -> Inserted | None:
+    """Store one action; None when this customer already sent this event_id."""
+    cur = await conn.execute(_INSERT_ACTION, _action_row(customer_id, event, raw))
+    row = await cur.fetchone()
+    return Inserted(row[0], row[1]) if row else None
+
+
+# Actions and queue rows in one statement; only newly inserted actions are queued and counted.
+# Activity rows are upserted in key order so concurrent batches cannot deadlock.
+_INSERT_BATCH = """
+WITH ins AS (
+    INSERT INTO actions (customer_id, event_id, agent_id, session_id, action, server_key,
+                         resource_key, "timestamp", event)
+    SELECT %s, e, a, s, act, sk, rk, ts, ev::jsonb
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::timestamptz[], %s::text[]) AS u(e, a, s, act, sk, rk, ts, ev)
+    ON CONFLICT (customer_id, event_id) DO NOTHING
+    RETURNING customer_id, event_id, agent_id, received_at
+), q AS (
+    INSERT INTO scoring_queue (customer_id, event_id)
+    SELECT customer_id, event_id FROM ins
+)
+INSERT INTO agent_activity (customer_id, agent_id, minute, n)
+SELECT customer_id, agent_id, date_trunc('minute', min(received_at)), count(*)
+FROM ins WHERE agent_id IS NOT NULL
+GROUP BY customer_id, agent_id ORDER BY customer_id, agent_id
+ON CONFLICT (customer_id, agent_id, minute) DO UPDATE SET n = agent_activity.n + excluded.n
+"""
+
+NOTIFY_CHANNEL = "govrix_scoring"
+
+
+async def insert_batch(
+    conn: Conn, customer_id: str, events: Sequence[tuple[ActionEvent, bytes]]
+) -> None:
+    """Store actions and queue them for scoring; wakes the workers at commit (NOTIFY)."""
+    rows = [_action_row(customer_id, e, raw) for e, raw in events]
+    columns = list(zip(*rows, strict=True))[1:]  # customer_id is the same scalar for all
+    await conn.execute(_INSERT_BATCH, (customer_id, *(list(c) for c in columns)))
+    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, customer_id))
+
+
+# --- history --------------------------------------------------------------------------------
+
+_HISTORY = """
+SELECT
+    CASE WHEN %(server)s::text IS NULL THEN NULL ELSE NOT EXISTS (
+        SELECT 1 FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
+        AND server_key = %(server)s AND seq < %(seq)s) END,
+    CASE WHEN %(resource)s::text IS NULL THEN NULL ELSE NOT EXISTS (
+        SELECT 1 FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
+        AND resource_key = %(resource)s AND seq < %(seq)s) END,
+    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s
+        AND agent_id = %(a)s AND minute > %(t)s - interval '1 hour' AND minute <= %(t)s),
+    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s
+        AND agent_id = %(a)s AND minute >= %(since)s AND minute <= %(t)s - interval '1 hour'),
+    (SELECT min(minute) FROM agent_activity WHERE customer_id = %(c)s
+        AND agent_id = %(a)s AND minute >= %(since)s AND minute <= %(t)s - interval '1 hour'),
+    ARRAY(SELECT action FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
+        AND seq < %(seq)s ORDER BY seq DESC LIMIT %(recent)s)
+"""
+
+
+async def history(
+    conn: Conn,
+    customer_id: str,
+    event: ActionEvent,
+    at: Inserted,
+    *,
+    baseline_hours: int = 24,
+    recent: int = 20,
+) -> HistoryFacts | None:
+    """What the database knows about the agent before this action; None without an agent.
+
+    Rate vs baseline = actions in the hour up to this one / the agent's hourly rate over the
+    `baseline_hours` before that hour (None while the agent has no activity before that hour).
+    """
+    q = Engine.facts_for_history(event)
+    if q.agent_id is None:
+        return None
+    params = {
+        "c": customer_id,
+        "a": q.agent_id,
+        "server": q.server_key,
+        "resource": q.resource_key,
+        "seq": at.seq,
+        "t": at.received_at,
+        "since": at.received_at - timedelta(hours=baseline_hours),
+        "recent": recent,
+    }
+    cur = await conn.execute(_HISTORY, params)
+    row = await cur.fetchone()
+    assert row is not None  # a SELECT without FROM always yields one row
+    first_server, first_resource, last_hour, base_n, base_start, recent_actions = row
+    rate = None
+    if base_start is not None and base_n:
+        span_h = (at.received_at - timedelta(hours=1) - base_start).total_seconds() / 3600
+        rate = round(float(last_hour) / (float(base_n) / max(1.0, span_h)), 2)
+    return HistoryFacts(
+        first_use_of_server=first_server,
+        first_use_of_resource=first_resource,
+        rate_vs_baseline=rate,
+        recent_actions=list(reversed(recent_actions)),
+    )
+
+
+# --- scores ---------------------------------------------------------------------------------
+
+_INSERT_SCORE = """
+INSERT INTO scores (customer_id, event_id, score, risk_level, confidence, reasoning, violations,
+                    compliance_refs, mitigations, score_components, scoring_source, scorer_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (customer_id, event_id) DO NOTHING
+"""
+
+
+async def insert_score(conn: Conn, customer_id: str, r: ScoreResult) -> bool:
+    """Store a score; False when the event already had one (never overwritten)."""
+    cur = await conn.execute(
+        _INSERT_SCORE,
+        (
+            customer_id,
+            r.event_id,
+            r.score,
+            r.risk_level,
+            r.confidence,
+            r.reasoning,
+            _ENCODER.encode(r.violations).decode(),
+            r.compliance_refs,
+            r.mitigations,
+            _ENCODER.encode(r.score_components).decode(),
+            r.scoring_source,
+            r.scorer_version,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+_SCORE_COLUMNS = """s.event_id, s.score, s.risk_level, s.confidence, s.reasoning,
+    s.violations::text, s.compliance_refs, s.mitigations, s.score_components::text,
+    s.scoring_source, s.scorer_version"""
+
+
+def _scored(row: Sequence[Any], offset: int = 0) -> EventScored:
+    r = row[offset:]
+    return EventScored(
+        event_id=r[0],
+        status="scored",
+        score=r[1],
+        risk_level=r[2],
+        confidence=r[3],
+        reasoning=r[4],
+        violations=_VIOLATIONS.decode(r[5]),
+        compliance_refs=r[6],
+        mitigations=r[7],
+        score_components=_COMPONENTS.decode(r[8]),
+        scoring_source=r[9],
+        scorer_version=r[10],
+    )
+
+
+async def stored_score(conn: Conn, customer_id: str, event_id: str) -> EventScored | None:
+    """The `POST /events` body of an already scored event."""
+    cur = await conn.execute(
+        "SELECT " + _SCORE_COLUMNS + " FROM scores s WHERE s.customer_id = %s AND s.event_id = %s",
+        (customer_id, event_id),
+    )
+    row = await cur.fetchone()
+    return _scored(row) if row else None
+
+
+_DETAIL_SELECT = (
+    """
+SELECT a.customer_id, a.action, a.agent_id, a.session_id, a."timestamp", a.received_at,
+       s.scored_at, """
+    + _SCORE_COLUMNS
+    + """
+FROM scores s JOIN actions a USING (customer_id, event_id)
+"""
+)
+
+
+def _detail(row: Sequence[Any]) -> ScoreDetail:
+    s = _scored(row, 7)
+    return ScoreDetail(
+        event_id=s.event_id,
+        customer_id=row[0],
+        action=row[1],
+        agent_id=row[2],
+        session_id=row[3],
+        timestamp=row[4],
+        received_at=row[5],
+        score=s.score,
+        risk_level=s.risk_level,
+        confidence=s.confidence,
+        reasoning=s.reasoning,
+        violations=s.violations,
+        compliance_refs=s.compliance_refs,
+        mitigations=s.mitigations,
+        score_components=s.score_components,
+        scoring_source=s.scoring_source,
+        scorer_version=s.scorer_version,
+        scored_at=row[6],
+    )
+
+
+async def score_detail(conn: Conn, customer_id: str, event_id: str) -> ScoreDetail | None:
+    """One score with its action (`GET /scores/event/{event_id}`)."""
+    cur = await conn.execute(
+        _DETAIL_SELECT + " WHERE s.customer_id = %s AND s.event_id = %s", (customer_id, event_id)
+    )
+    row = await cur.fetchone()
+    return _detail(row) if row else None
+
+
+_FILTER = """
+WHERE s.customer_id = %(c)s
+  AND (%(level)s::text IS NULL OR s.risk_level = %(level)s)
+  AND (%(from)s::timestamptz IS NULL OR s.scored_at >= %(from)s)
+  AND (%(to)s::timestamptz IS NULL OR s.scored_at < %(to)s)
+"""
+
+
+async def list_scores(
+    conn: Conn,
+    customer_id: str,
+    *,
+    page: int,
+    per_page: int,
+    risk_level: str | None,
+    from_date: datetime | None,
+    to_date: datetime | None,
+) -> tuple[list[ScoreDetail], int]:
+    """A page of scores, newest first, and the total matching the filters."""
+    params = {
+        "c": customer_id,
+        "level": risk_level,
+        "from": from_date,
+        "to": to_date,
+        "limit": per_page,
+        "offset": (page - 1) * per_page,
+    }
+    cur = await conn.execute(
+        _DETAIL_SELECT + _FILTER + " ORDER BY s.scored_at DESC, s.event_id DESC"
+        " LIMIT %(limit)s OFFSET %(offset)s",
+        params,
+    )
+    items = [_detail(r) for r in await cur.fetchall()]
+    cur = await conn.execute("SELECT count(*) FROM scores s" + _FILTER, params)
+    total_row = await cur.fetchone()
+    return items, int(total_row[0]) if total_row else 0
+
+
+async def summary(
+    conn: Conn, customer_id: str, from_date: datetime | None, to_date: datetime | None
+) -> ScoreSummary:
+    """Totals per risk level, the average score, and the queue backlog of the customer."""
+    params = {"c": customer_id, "level": None, "from": from_date, "to": to_date}
+    cur = await conn.execute(
+        "SELECT s.risk_level, count(*), sum(s.score) FROM scores s"
+        + _FILTER
+        + " GROUP BY s.risk_level",
+        params,
+    )
+    counts = dict.fromkeys(RISK_LEVELS, 0)
+    total = points = 0
+    for level, n, pts in await cur.fetchall():
+        counts[level] = int(n)
+        total += int(n)
+        points += int(pts)
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed')"
+        " FROM scoring_queue WHERE customer_id = %s",
+        (customer_id,),
+    )
+    q = await cur.fetchone()
+    return ScoreSummary(
+        customer_id=customer_id,
+        total=total,
+        average=round(points / total, 2) if total else None,
+        by_level=LevelCounts(**counts),
+        pending=int(q[0]) if q else 0,
+        failed=int(q[1]) if q else 0,
+    )
+
+
+async def queue_status(conn: Conn, customer_id: str, event_id: str) -> str | None:
+    """'pending' or 'failed' for an action accepted by a batch and not scored; else None."""
+    cur = await conn.execute(
+        "SELECT status FROM scoring_queue WHERE customer_id = %s AND event_id = %s",
+        (customer_id, event_id),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
