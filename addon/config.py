@@ -50,6 +50,8 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     identity_secret: str | None = None
     default_completion_tokens: int = 1024
     budgets: list[dict[str, object]] = []
+    mcp_servers: dict[str, str] = {}
+    proxy_customer_id: str = "proxy"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +70,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     identity_secret: bytes
     default_completion_tokens: int = 1024
     budgets: tuple[BudgetSpec, ...] = ()
+    #: MCP servers the operator vouches for: host[:port] -> server name (is_verified = true).
+    mcp_servers: dict[str, str] = {}
+    #: customer_id under which inline scores are stored (readable at GET /scores/{id}).
+    proxy_customer_id: str = "proxy"
 
     @property
     def spool_dir(self) -> Path:
@@ -134,6 +140,11 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         host, _, name = item.strip().partition("=")
         compatible[host.strip().lower()] = (name or host).strip()
 
+    mcp_servers = {k.lower(): v for k, v in fc.mcp_servers.items()}
+    for item in filter(None, (env.get("GOVRIX_MCP_SERVERS") or "").split(",")):
+        host, _, name = item.strip().partition("=")
+        mcp_servers[host.strip().lower()] = (name or host).strip()
+
     fail_mode = env.get("GOVRIX_FAIL_MODE") or fc.fail_mode
     if fail_mode not in ("last_known", "fail_open", "fail_closed"):
         raise ConfigError(
@@ -183,4 +194,6 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
             num("GOVRIX_DEFAULT_COMPLETION_TOKENS", fc.default_completion_tokens)
         ),
         budgets=budgets,
+        mcp_servers=mcp_servers,
+        proxy_customer_id=env.get("GOVRIX_PROXY_CUSTOMER_ID") or fc.proxy_customer_id,
     )

@@ -39,6 +39,7 @@ from addon.identity import (
     parse_proxy_authorization,
     vendor_session,
 )
+from addon.mcp import MCP, InlineScorer, parse_tools_call, rpc_error, summary
 from addon.policy import Decision, PolicyContext, PolicyError, PolicyStore, watch
 from addon.pricing import cost_usd
 from addon.providers import (
@@ -50,7 +51,8 @@ from addon.providers import (
     detect,
     fill_prompt_estimate,
 )
-from addon.writer import AgentSighting, BatchWriter
+from addon.writer import AgentSighting, BatchWriter, ScoreRow
+from api.scoring import ActionEvent, Engine, ScoreResult
 
 log = logging.getLogger("govrix.proxy")
 
@@ -83,6 +85,9 @@ class Call:
     hook_seconds: float = 0.0
     done: bool = False
     reservation: Reservation | None = None
+    tool_name: str | None = None
+    rpc_id: Any = None
+    risk: ScoreResult | None = None
     policy_decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -129,6 +134,7 @@ class Govrix:
         self.budgets: Budgets = Budgets(None)
         self.policies: PolicyStore = PolicyStore()
         self._policy_task: Any = None
+        self.scorer: InlineScorer | None = None
         self.chain = lineage.Chain()
         self.identifier: Identifier | None = None
         self.sessions = Sessions()
@@ -200,6 +206,7 @@ class Govrix:
         s = self.settings
         self._started = True
         self._load_policies()
+        self.scorer = InlineScorer(Engine.load())
         self.identifier = Identifier(s.identity_secret)
         self.sessions = Sessions(s.session_idle_seconds)
         url = s.database_url or _embedded_url(s.home)
@@ -325,7 +332,9 @@ class Govrix:
         explicit_session = vendor_session(get)
         _strip_ours(headers)
         if found is None:
-            return  # not an LLM call we know: untouched, unrecorded
+            found = self._mcp_match(req)
+        if found is None:
+            return  # neither an LLM call nor an MCP tool call: untouched, unrecorded
         provider, endpoint = found
         session_id, _ = self.sessions.resolve(identity.agent_id, time.monotonic(), explicit_session)
         self._sight(identity, req.timestamp_start)
@@ -360,6 +369,8 @@ class Govrix:
             return
 
         findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
+        if provider is MCP and body is not None:
+            self._score_mcp(call, body, host)
 
         if len(self.policies.current):
             ctx_ = self._policy_context(
@@ -426,18 +437,134 @@ class Govrix:
         headers: dict[str, str] | None = None,
         findings: list[pii.Finding] | None = None,
     ) -> None:
-        """Answer instead of the upstream (403/429/503 JSON) and record the refused request."""
-        body = {"error": code, "message": message, "agent_id": call.identity.agent_id} | (
-            extra or {}
-        )
-        flow.response = http.Response.make(
-            status,
-            _json.encode(body),
-            {"content-type": "application/json", "x-govrix-decision": code} | (headers or {}),
-        )
+        """Answer instead of the upstream (403/429/503 JSON) and record the refused request.
+
+        An MCP client gets a JSON-RPC error for its call instead, which it can surface to its
+        model, rather than an HTTP error its transport may treat as a broken session.
+        """
+        body: dict[str, Any] = {
+            "error": code,
+            "message": message,
+            "agent_id": call.identity.agent_id,
+        }
+        body |= extra or {}
+        if call.risk is not None:
+            body |= {"risk_level": call.risk.risk_level, "score": call.risk.score}
+        hdrs = {"content-type": "application/json", "x-govrix-decision": code} | (headers or {})
+        if call.provider is MCP:
+            flow.response = http.Response.make(200, rpc_error(call.rpc_id, message, body), hdrs)
+        else:
+            flow.response = http.Response.make(status, _json.encode(body), hdrs)
         metrics.REQUESTS.labels(call.provider.name, code).inc()
         self._emit_request(call, findings or [], status_code=status, error=code)
         call.done = True
+
+    def _mcp_match(self, req: http.Request) -> tuple[Any, str] | None:
+        """An MCP ``tools/call`` over HTTP: any JSON-RPC POST body that names the method."""
+        if req.method != "POST" or "json" not in req.headers.get("content-type", ""):
+            return None
+        raw = req.raw_content or b""
+        if b"tools/call" not in raw and b"tools/call" not in (_content(req) or b""):
+            return None
+        return MCP, "tools/call"
+
+    def _score_mcp(self, call: Call, body: bytes, host: str) -> None:
+        """Score the tool call inline; the verdict feeds the policy (``risk_level``)."""
+        assert self.settings is not None and self.scorer is not None
+        mcp_call = parse_tools_call(body)
+        if mcp_call is None:
+            return
+        call.tool_name, call.rpc_id = mcp_call.tool, mcp_call.rpc_id
+        name = self.settings.mcp_servers.get(host.lower())
+        try:
+            event, result = self.scorer.score_mcp(
+                event_id=call.request_event_id,
+                agent_id=call.identity.agent_id,
+                session_id=call.session_id,
+                server=name or host,
+                verified=name is not None,
+                call=mcp_call,
+                timestamp=_ts(call.started),
+            )
+        except Exception:
+            metrics.HOOK_ERRORS.labels("mcp_score").inc()
+            log.exception("inline scoring of an MCP call failed; forwarding unscored")
+            return
+        call.risk = result
+        self._store_score(event, result)
+
+    def _score_tool_calls(
+        self, call: Call, rinfo: ResponseInfo, response_event_id: str
+    ) -> list[dict[str, Any]]:
+        """Score each tool call the model asked for (``tool:<name>:call``); never the arguments."""
+        out: list[dict[str, Any]] = []
+        for i, tc in enumerate(rinfo.tool_calls):
+            entry: dict[str, Any] = {
+                "name": tc.name,
+                "id": tc.id,
+                "arguments_bytes": len(tc.arguments),
+            }
+            if self.scorer is not None:
+                try:
+                    event, result = self.scorer.score_tool_call(
+                        event_id=f"{response_event_id}:tool{i}",
+                        agent_id=call.identity.agent_id,
+                        session_id=call.session_id,
+                        name=tc.name,
+                        arguments=tc.arguments,
+                        timestamp=datetime.now(UTC),
+                    )
+                    entry |= {"action": event.action} | summary(result)
+                    self._store_score(event, result)
+                except Exception:
+                    metrics.HOOK_ERRORS.labels("tool_score").inc()
+                    log.exception("inline scoring of a tool call failed")
+            out.append(entry)
+        return out
+
+    def _request_tools(self, call: Call) -> list[dict[str, Any]] | None:
+        """Tools offered to the model (LLM calls), or the MCP tool called and its risk verdict."""
+        if call.provider is MCP and call.tool_name is not None:
+            entry: dict[str, Any] = {"name": call.tool_name}
+            if call.risk is not None:
+                entry |= summary(call.risk)
+            return [entry]
+        return [{"name": t, "offered": True} for t in call.info.tools] or None
+
+    def _store_score(self, event: ActionEvent, result: ScoreResult) -> None:
+        if self.writer is None or self.settings is None:
+            return
+        customer = self.settings.proxy_customer_id
+        q = Engine.facts_for_history(event)
+        self.writer.record_score(
+            ScoreRow(
+                action=(
+                    customer,
+                    event.event_id,
+                    q.agent_id,
+                    event.session.session_id if event.session else None,
+                    event.action,
+                    q.server_key,
+                    q.resource_key,
+                    event.timestamp,
+                    msgspec.json.encode(event).decode(),
+                ),
+                score=(
+                    customer,
+                    event.event_id,
+                    result.score,
+                    result.risk_level,
+                    result.confidence,
+                    result.reasoning,
+                    msgspec.json.encode(result.violations).decode(),
+                    result.compliance_refs,
+                    result.mitigations,
+                    msgspec.json.encode(result.score_components).decode(),
+                    result.scoring_source,
+                    result.scorer_version,
+                ),
+            )
+        )
 
     def _reserve(self, flow: http.HTTPFlow, call: Call, findings: list[pii.Finding]) -> bool:
         """Reserve the call's estimated usage against its budgets, or answer 429."""
@@ -497,7 +624,9 @@ class Govrix:
             cost_usd=cost,
             pii_detected=bool(findings),
             pii_types=sorted({f.type for f in findings}),
+            tool_name=call.tool_name,
             direction=direction,
+            risk_level=call.risk.risk_level if call.risk is not None else None,
         )
 
     def _note_decision(self, call: Call, phase: str, d: Decision) -> None:
@@ -547,7 +676,7 @@ class Govrix:
             pii_detected=bool(findings),
             pii_types=sorted({f.type for f in findings}),
             pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
-            tool_calls=[{"name": t} for t in info.tools] or None,
+            tool_calls=self._request_tools(call),
             policy_decisions=call.policy_decisions or None,
             error=error,
             parse_error=info.parse_error,
@@ -655,8 +784,9 @@ class Govrix:
             resp.timestamp_end if resp is not None and resp.timestamp_end else None
         ) or time.time()
         first = call.first_byte or (resp.timestamp_start if resp is not None else None)
+        response_id = ids.event_id()
         ev = Event(
-            id=ids.event_id(),
+            id=response_id,
             parent_id=call.request_event_id,
             agent_id=call.identity.agent_id,
             session_id=call.session_id,
@@ -679,11 +809,7 @@ class Govrix:
             pii_detected=bool(findings),
             pii_types=sorted({f.type for f in findings}),
             pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
-            tool_calls=[
-                {"name": t.name, "id": t.id, "arguments_bytes": len(t.arguments)}
-                for t in rinfo.tool_calls
-            ]
-            or None,
+            tool_calls=self._score_tool_calls(call, rinfo, response_id) or None,
             policy_decisions=call.policy_decisions or None,
             error=error or rinfo.error,
             parse_error=rinfo.parse_error,

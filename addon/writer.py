@@ -87,6 +87,8 @@ class WriterStats:
     batches: int = 0
     failed_batches: int = 0
     reconnects: int = 0
+    scores_written: int = 0
+    scores_dropped: int = 0
     cpu_seconds: float = 0.0
     last_error: str | None = None
     depth: Callable[[], int] = field(default=lambda: 0, repr=False)
@@ -103,11 +105,35 @@ class WriterStats:
             "batches": self.batches,
             "failed_batches": self.failed_batches,
             "reconnects": self.reconnects,
+            "scores_written": self.scores_written,
+            "scores_dropped": self.scores_dropped,
             "buffer_depth": self.depth(),
             "spool_bytes": self.spool_bytes(),
             "cpu_seconds": self.cpu_seconds,
             "last_error": self.last_error,
         }
+
+
+_INSERT_ACTIONS = """
+INSERT INTO actions (customer_id, event_id, agent_id, session_id, action, server_key,
+                     resource_key, "timestamp", event)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (customer_id, event_id) DO NOTHING
+"""
+_INSERT_SCORES = """
+INSERT INTO scores (customer_id, event_id, score, risk_level, confidence, reasoning, violations,
+                    compliance_refs, mitigations, score_components, scoring_source, scorer_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (customer_id, event_id) DO NOTHING
+"""
+MAX_PENDING_SCORES = 10_000
+
+
+class ScoreRow(msgspec.Struct, gc=False):
+    """An action scored inline by the proxy: one ``actions`` row and one ``scores`` row."""
+
+    action: tuple[object, ...]  # the _INSERT_ACTIONS parameters
+    score: tuple[object, ...]  # the _INSERT_SCORES parameters
 
 
 class AgentSighting(msgspec.Struct, gc=False):
@@ -158,6 +184,7 @@ class BatchWriter:
         self._buf: collections.deque[Event] = collections.deque()
         self._agents: dict[str, AgentSighting] = {}
         self._agents_lock = threading.Lock()
+        self._scores: collections.deque[ScoreRow] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -188,6 +215,16 @@ class BatchWriter:
             self._agents[agent.id] = agent
         self._wake.set()
 
+    def record_score(self, row: ScoreRow) -> None:
+        """Store an inline score at the next flush (bounded; overflow is counted and logged)."""
+        if len(self._scores) >= MAX_PENDING_SCORES:
+            self.stats.scores_dropped += 1
+            log.error(
+                "inline score dropped: %d scores already wait for PostgreSQL", MAX_PENDING_SCORES
+            )
+            return
+        self._scores.append(row)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> BatchWriter:
@@ -215,7 +252,12 @@ class BatchWriter:
         while time.monotonic() < deadline:
             self._idle.clear()
             self._wake.set()
-            if not self._buf and not self.spool.has_pending() and not self._agents:
+            if (
+                not self._buf
+                and not self.spool.has_pending()
+                and not self._agents
+                and not self._scores
+            ):
                 return True
             self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
         return False
@@ -256,6 +298,7 @@ class BatchWriter:
                 self._spool(self._drain(self.max_batch), reason="replay pending")
             return
         self._write_agents(conn)
+        self._write_scores(conn)
         while self._buf:
             batch = self._drain(self.max_batch)
             if not self._write(conn, batch):
@@ -490,6 +533,23 @@ class BatchWriter:
             else:
                 log.error("agent registration failed: %s", e)
 
+    def _write_scores(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        if not self._scores:
+            return
+        rows = [self._scores.popleft() for _ in range(min(1000, len(self._scores)))]
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_INSERT_ACTIONS, [r.action for r in rows])
+                cur.executemany(_INSERT_SCORES, [r.score for r in rows])
+            self.stats.scores_written += len(rows)
+        except psycopg.Error as e:
+            if isinstance(e, psycopg.OperationalError):
+                self._scores.extendleft(reversed(rows))  # keep them for the next connection
+                self._lost(e)
+            else:
+                self.stats.scores_dropped += len(rows)
+                log.error("inline scores rejected by PostgreSQL (%d dropped): %s", len(rows), e)
+
     # -- spool / dead letter ------------------------------------------------------------------
 
     def _spool(self, batch: list[Event], *, reason: str) -> None:
@@ -524,4 +584,4 @@ class BatchWriter:
                 log.exception("on_commit callback failed")
 
 
-__all__ = ["AgentSighting", "BatchWriter", "WriterStats"]
+__all__ = ["AgentSighting", "BatchWriter", "ScoreRow", "WriterStats"]

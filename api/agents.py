@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from api.db import AGENT_COLUMNS
 from api.errors import ApiError, error_responses, not_found
-from api.events import CursorParam, EventFilters, Limit, Offset, PoolDep, event_page
+from api.events import CountsDep, CursorParam, EventFilters, Limit, Offset, PoolDep, event_page
 from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, page_headers
 from api.schemas import AgentOut, AgentStatus, AgentUpdate, EventOut, RetireOut
 
@@ -127,6 +127,7 @@ class AgentController(Controller):
         request: Request[Any, Any, Any],
         pool: PoolDep,
         agent_id: FromPath[str],
+        counts: CountsDep,
         from_: Annotated[datetime | None, QueryParameter(name="from")] = None,
         to: FromQuery[datetime | None] = None,
         limit: Limit = LIMIT_DEFAULT,
@@ -139,6 +140,7 @@ class AgentController(Controller):
         """
         events, headers, total = await event_page(
             pool,
+            counts,
             request,
             EventFilters(agent_id=agent_id, from_=from_, to=to),
             limit=limit,

@@ -22,6 +22,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Guard
 
 from api.agents import AgentController
+from api.counts import TotalCache
 from api.db import make_pool
 from api.errors import handle_exception
 from api.events import EventController, Pool
@@ -57,11 +58,14 @@ def create_app(
     sse_queue_size: int = 1000,
     sse_lookback_ms: int = 2000,
     sse_poll_interval: float = 1.0,
+    count_exact_below: int = 10_000,
+    count_ttl: float = 5.0,
 ) -> Litestar:
     """Build the API. Without ``api_key``, ``insecure_no_auth=True`` must say so explicitly."""
     if not api_key and not insecure_no_auth:
         raise ValueError("an API key is required (or insecure_no_auth=True)")
     metrics = ApiMetrics()
+    counts = TotalCache(exact_below=count_exact_below, ttl=count_ttl)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -80,6 +84,7 @@ def create_app(
             yield
         finally:
             await hub.stop()
+            await counts.close()
             await pool.close()
 
     def provide_pool(state: State) -> Pool:
@@ -104,6 +109,7 @@ def create_app(
             "pool": Provide(provide_pool, sync_to_thread=False),
             "hub": Provide(provide_hub, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
+            "counts": Provide(lambda: counts, sync_to_thread=False),
             "keepalive_interval": Provide(lambda: keepalive_interval, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},

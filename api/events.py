@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from api.counts import TotalCache
 from api.db import EVENT_COLUMNS
 from api.errors import bad_request, error_responses, not_found
 from api.pagination import (
@@ -30,6 +31,7 @@ from api.schemas import Direction, EventOut
 
 Pool = AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]
 PoolDep = NamedDependency[Pool]  # injected by name from the app's ``pool`` dependency
+CountsDep = NamedDependency[TotalCache]
 
 Limit = Annotated[
     int,
@@ -101,7 +103,8 @@ _ORDER_ASC = sql.SQL('ORDER BY "timestamp", id')
 
 
 async def event_page(
-    pool: PoolDep,
+    pool: Pool,
+    counts: TotalCache,
     request: Request[Any, Any, Any],
     filters: EventFilters,
     *,
@@ -110,7 +113,10 @@ async def event_page(
     cursor: str | None = None,
     ascending: bool = False,
 ) -> tuple[list[EventOut], dict[str, str], int]:
-    """One page of events, its paging headers, and the total matching ``filters``."""
+    """One page of events, its paging headers, and the total matching ``filters``.
+
+    The total is exact up to ``counts.exact_below`` rows, cached above (api/counts.py).
+    """
     if cursor is not None and offset:
         raise bad_request("offset", "cannot be combined with cursor")
     conds, params = filters.conditions()
@@ -124,15 +130,29 @@ async def event_page(
         sql.SQL(" AND ").join(page_conds or [sql.SQL("TRUE")]),
         _ORDER_ASC if ascending else _ORDER_DESC,
     )
-    count_q = sql.SQL("SELECT count(*) FROM events WHERE {}").format(
-        sql.SQL(" AND ").join(conds or [sql.SQL("TRUE")])
-    )
+    where = sql.SQL(" AND ").join(conds or [sql.SQL("TRUE")])
+    full_count_q = sql.SQL("SELECT count(*) FROM events WHERE {}").format(where)
+    capped_count_q = sql.SQL(
+        "SELECT count(*) FROM (SELECT 1 FROM events WHERE {} LIMIT %s) AS t"
+    ).format(where)
+
+    async def full_count() -> int:
+        async with pool.connection() as c:
+            row = await (await c.execute(full_count_q, params)).fetchone()
+        return int(row[0]) if row else 0
+
+    total = counts.cached(filters, full_count)
     async with pool.connection() as conn, conn.pipeline():
         page_cur = await conn.execute(page_q, [*page_params, limit, offset])
-        count_cur = await conn.execute(count_q, params)
+        count_cur = None
+        if total is None:
+            count_cur = await conn.execute(capped_count_q, [*params, counts.exact_below + 1])
         rows = await page_cur.fetchall()
-        count_row = await count_cur.fetchone()
-    total = int(count_row[0]) if count_row else 0
+        if count_cur is not None:
+            count_row = await count_cur.fetchone()
+            total = int(count_row[0]) if count_row else 0
+    if total is None or total > counts.exact_below:
+        total = await counts.large(filters, full_count)
     events = [EventOut(*r) for r in rows]
     next_cursor = None
     if len(events) == limit:
@@ -157,6 +177,7 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         pool: PoolDep,
+        counts: CountsDep,
         agent_id: IdFilter = None,
         session_id: IdFilter = None,
         from_: Annotated[
@@ -198,7 +219,7 @@ class EventController(Controller):
             pii_detected=pii_detected,
         )
         events, headers, _ = await event_page(
-            pool, request, filters, limit=limit, offset=offset, cursor=cursor
+            pool, counts, request, filters, limit=limit, offset=offset, cursor=cursor
         )
         return Response(events, headers=headers)
 
@@ -223,6 +244,7 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         pool: PoolDep,
+        counts: CountsDep,
         session_id: FromPath[str],
         limit: Annotated[
             int,
@@ -237,6 +259,7 @@ class EventController(Controller):
         """A session's events, oldest first (the turn-by-turn exchange); 404 for no events."""
         events, headers, total = await event_page(
             pool,
+            counts,
             request,
             EventFilters(session_id=session_id),
             limit=limit,

@@ -293,7 +293,7 @@ async def read_after(pool: Pool, after: str, sub: Subscriber, limit: int = _PAGE
 
 async def event_source(
     hub: StreamHub,
-    pool: PoolDep,
+    pool: Pool,
     filters: tuple[str | None, str | None],
     last_event_id: str | None,
     keepalive: float,

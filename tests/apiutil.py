@@ -72,7 +72,9 @@ class LiveServer:
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         # The stream hub LISTENs asynchronously: wait until it does, so no NOTIFY is missed.
-        while httpx.get(f"{self.url}/metrics").text.find("govrix_api_sse_listener_connected 1.0") < 0:
+        while (
+            httpx.get(f"{self.url}/metrics").text.find("govrix_api_sse_listener_connected 1.0") < 0
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("stream listener did not connect")
             time.sleep(0.02)

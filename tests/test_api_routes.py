@@ -192,7 +192,10 @@ def test_list_events_by_agent_session_and_combined(
         (
             {"agent_id": agent, "direction": "request", "from": iso(START + timedelta(seconds=5))},
             _expected(
-                events, agent_id=agent, direction="request", **{"from": START + timedelta(seconds=5)}
+                events,
+                agent_id=agent,
+                direction="request",
+                **{"from": START + timedelta(seconds=5)},
             ),
         ),
         ({"agent_id": "agt_nobody"}, []),
@@ -275,6 +278,27 @@ def test_cursor_and_offset_do_not_mix(client: TestClient[Any], events: list[Even
     r = client.get("/api/v1/events", params={"cursor": cursor, "offset": 3})
     assert r.status_code == 400
     assert r.json()["field"] == "offset"
+
+
+def test_large_totals_are_cached_then_refreshed(
+    dsn: str, events: list[Event], tmp_path: Path
+) -> None:
+    # Above ``count_exact_below`` the total is counted once, then refreshed in the background.
+    app = create_app(dsn, KEY, count_exact_below=10, count_ttl=0.0)
+    with TestClient(app) as c:
+        c.headers.update(AUTH)
+        assert c.get("/api/v1/events").headers["x-total-count"] == str(N)
+        small = c.get("/api/v1/events", params={"session_id": "ses_none"})
+        assert small.headers["x-total-count"] == "0"
+        more = make_events(15, sessions=1, agents=1, start=START, seed=99)
+        write_events(dsn, more, tmp_path / "more")
+        seen = set()
+        for _ in range(200):  # stale at first, then the refreshed count
+            seen.add(c.get("/api/v1/events").headers["x-total-count"])
+            if str(N + 15) in seen:
+                break
+        assert seen <= {str(N), str(N + 15)}
+        assert str(N + 15) in seen
 
 
 # -- one event, one session ----------------------------------------------------------------------

@@ -134,25 +134,24 @@ async def test_stream_filters(dsn: str, tmp_path: Path) -> None:
     agent, session = evs[0].agent_id, evs[1].session_id
     want_agent = [e.id for e in evs if e.agent_id == agent]
     want_session = [e.id for e in evs if e.session_id == session]
+    stream = "/api/v1/events/stream"
     with live_server(dsn, keepalive_interval=0.3) as srv:
-        async with httpx.AsyncClient(base_url=srv.url, headers=AUTH, timeout=30) as c:
-            async with (
-                c.stream("GET", "/api/v1/events/stream", params={"agent_id": agent}) as ra,
-                c.stream("GET", "/api/v1/events/stream", params={"session_id": session}) as rs,
-            ):
-                ma, ms = sse(ra), sse(rs)
-                assert (await anext(ma)).comment == "connected"
-                assert (await anext(ms)).comment == "connected"
-                await write(dsn, evs, tmp_path)
-                by_agent = await events_until_keepalive(ma, at_least=len(want_agent))
-                by_session = await events_until_keepalive(ms, at_least=len(want_session))
+        async with (
+            httpx.AsyncClient(base_url=srv.url, headers=AUTH, timeout=30) as c,
+            c.stream("GET", stream, params={"agent_id": agent}) as ra,
+            c.stream("GET", stream, params={"session_id": session}) as rs,
+        ):
+            ma, ms = sse(ra), sse(rs)
+            assert (await anext(ma)).comment == "connected"
+            assert (await anext(ms)).comment == "connected"
+            await write(dsn, evs, tmp_path)
+            by_agent = await events_until_keepalive(ma, at_least=len(want_agent))
+            by_session = await events_until_keepalive(ms, at_least=len(want_session))
     assert [m.id for m in by_agent] == want_agent
     assert [m.id for m in by_session] == want_session
 
 
-async def test_slow_subscriber_catches_up_without_stalling_others(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_slow_subscriber_catches_up_without_stalling_others(dsn: str, tmp_path: Path) -> None:
     evs = make_events(40, sessions=4, agents=2, seed=5)
     await write(dsn, evs, tmp_path)
     metrics = ApiMetrics()

@@ -105,7 +105,7 @@ def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvid
     assert text.startswith("Hello")
     upstream_body = json.loads(fake.requests[-1]["body"])
     assert upstream_body["stream_options"] == {"include_usage": True}
-    req, resp = pair(agent_events(e2e_dsn, "sdk-openai-stream", 2))
+    _, resp = pair(agent_events(e2e_dsn, "sdk-openai-stream", 2))
     assert (resp["prompt_tokens"], resp["completion_tokens"]) == (PROMPT_TOKENS, 5)
     assert resp["usage_source"] == "reported" and resp["cost_usd"] > 0 and resp["model"] == "gpt-4o-mini"
     assert resp["ttfb_ms"] is not None and resp["ttfb_ms"] <= resp["latency_ms"]

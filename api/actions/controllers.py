@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.actions import store
 from api.actions.errors import ActionsError, bad_request
@@ -30,6 +31,7 @@ from api.scoring import ActionEvent, ValidationError, decode_action_event
 from api.scoring.models import RiskLevel
 
 _BATCH = msgspec.json.Decoder(BatchIn)
+ScoringDep = NamedDependency[ScoringService]  # provided by the scoring router as ``scoring``
 
 
 def _caller(request: Request[Any, Any, Any]) -> Principal:
@@ -49,7 +51,7 @@ class EventsController(Controller):
 
     @post("/", operation_id="scoreEvent", status_code=200)
     async def score_event(
-        self, request: Request[Any, Any, Any], scoring: ScoringService
+        self, request: Request[Any, Any, Any], scoring: ScoringDep
     ) -> Response[EventScored | EventQueued]:
         """Validate, store and score one action. Idempotent on `event_id`: a repeat answers the
         stored score (200, same body), or 202 `pending`/`failed` when a batch holds the id."""
@@ -63,7 +65,7 @@ class EventsController(Controller):
 
     @post("/batch", operation_id="acceptEventBatch", status_code=202)
     async def accept_batch(
-        self, request: Request[Any, Any, Any], scoring: ScoringService
+        self, request: Request[Any, Any, Any], scoring: ScoringDep
     ) -> BatchAccepted:
         """Validate every event (400 names `events[i].field`), store and queue them all in one
         transaction, answer 202 at once; scores appear under `/scores` as workers finish."""
@@ -94,7 +96,7 @@ class ScoresController(Controller):
 
     @get("/event/{event_id:str}", operation_id="getScore")
     async def get_score(
-        self, request: Request[Any, Any, Any], scoring: ScoringService, event_id: str
+        self, request: Request[Any, Any, Any], scoring: ScoringDep, event_id: FromPath[str]
     ) -> ScoreDetail:
         """One score with its full decomposition; 404 when the caller's customer has none."""
         caller = _caller(request)
@@ -108,13 +110,13 @@ class ScoresController(Controller):
     async def list_scores(
         self,
         request: Request[Any, Any, Any],
-        scoring: ScoringService,
-        customer_id: str,
-        page: Annotated[int, Parameter(ge=1, description="1-based page")] = 1,
-        per_page: Annotated[int, Parameter(ge=1, le=1000)] = 50,
-        risk_level: RiskLevel | None = None,
-        from_date: Annotated[datetime | None, Parameter(description="scored_at >= this")] = None,
-        to_date: Annotated[datetime | None, Parameter(description="scored_at < this")] = None,
+        scoring: ScoringDep,
+        customer_id: FromPath[str],
+        page: Annotated[int, QueryParameter(ge=1, description="1-based page")] = 1,
+        per_page: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+        risk_level: FromQuery[RiskLevel | None] = None,
+        from_date: Annotated[datetime | None, QueryParameter(description="scored_at >= this")] = None,
+        to_date: Annotated[datetime | None, QueryParameter(description="scored_at < this")] = None,
     ) -> Response[list[ScoreDetail]]:
         """Scores newest first (by `scored_at`) as a bare JSON array; `X-Total-Count` holds
         the number matching the filters."""
@@ -135,10 +137,10 @@ class ScoresController(Controller):
     async def summary(
         self,
         request: Request[Any, Any, Any],
-        scoring: ScoringService,
-        customer_id: str,
-        from_date: datetime | None = None,
-        to_date: datetime | None = None,
+        scoring: ScoringDep,
+        customer_id: FromPath[str],
+        from_date: FromQuery[datetime | None] = None,
+        to_date: FromQuery[datetime | None] = None,
     ) -> ScoreSummary:
         """Total, average score, count per risk level, and the queue backlog."""
         _own(_caller(request), customer_id)

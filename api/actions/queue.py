@@ -105,13 +105,14 @@ class QueueWorkers:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
         self.scored_batches = 0
 
     async def start(self) -> None:
         """Start the listener and the workers (returns at once)."""
         if self._settings.workers <= 0:
             return
-        self._tasks.append(asyncio.create_task(self._listen(), name="govrix-scoring-listen"))
+        self._listener = asyncio.create_task(self._listen(), name="govrix-scoring-listen")
         for i in range(self._settings.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"govrix-scoring-{i}"))
 
@@ -119,6 +120,11 @@ class QueueWorkers:
         """Let workers finish their current batch (up to `grace` seconds), then cancel them."""
         self._stopping = True
         self._wake.set()
+        if self._listener is not None:  # holds no work: no need to wait for its poll to end
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)

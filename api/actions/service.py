@@ -157,13 +157,18 @@ class ScoringService:
     def _make_router(self) -> Router:
         from api.actions.controllers import EventsController, ScoresController
 
+        # Closures, not bound methods: Litestar deep-copies routers, and a bound method would
+        # drag a copy of this service (locks, pool) along.
         def provide_service() -> ScoringService:
             return self
+
+        async def guard(connection: ASGIConnection[Any, Any, Any, Any], h: BaseRouteHandler) -> None:
+            await self.guard(connection, h)
 
         return Router(
             path="/",
             route_handlers=[EventsController, ScoresController],
-            guards=[self.guard],
+            guards=[guard],
             dependencies={"scoring": Provide(provide_service, sync_to_thread=False)},
             exception_handlers={Exception: handle},
             tags=["action risk scoring"],

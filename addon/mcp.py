@@ -1,0 +1,234 @@
+"""Agent actions seen by the proxy, scored inline with the same engine as ``POST /events``.
+
+- MCP over HTTP: a JSON-RPC ``tools/call`` request becomes the action ``mcp:<server>:<tool>``.
+- A tool call in an LLM response becomes ``tool:<name>:call``.
+
+History facts come from memory (first use of a server by this agent in this proxy's life, the
+agent's recent actions), never from the database: scoring runs in the request hook (p99 well under
+a millisecond) and the result can block the call through a policy on ``risk_level``.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from addon.providers.base import Provider, RequestInfo, ResponseInfo, Usage
+from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_action_event
+
+_SAFE = re.compile(r"[^\w.\-]+")
+_decode_rpc = msgspec.json.Decoder()
+_RECENT = 20
+
+
+class McpCall(msgspec.Struct, frozen=True):
+    """One ``tools/call`` of a JSON-RPC request."""
+
+    rpc_id: Any
+    tool: str
+    arguments: dict[str, Any]
+
+
+def safe_part(value: str, fallback: str = "unknown") -> str:
+    """A string usable as one ``domain:scope:verb`` part (no colons, no spaces)."""
+    cleaned = _SAFE.sub("_", value.strip()).strip("_.-")
+    return cleaned[:120] or fallback
+
+
+def parse_tools_call(body: bytes) -> McpCall | None:
+    """The ``tools/call`` in a JSON-RPC body (a single message, or the first in a batch)."""
+    if b"tools/call" not in body:
+        return None
+    try:
+        doc = _decode_rpc.decode(body)
+    except msgspec.DecodeError:
+        return None
+    for msg in doc if isinstance(doc, list) else [doc]:
+        if isinstance(msg, dict) and msg.get("method") == "tools/call":
+            params = msg.get("params") or {}
+            if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+                return None
+            args = params.get("arguments")
+            return McpCall(msg.get("id"), params["name"], args if isinstance(args, dict) else {})
+    return None
+
+
+def request_info(call: McpCall) -> RequestInfo:
+    """What the rest of the proxy needs: the tool, and the argument strings for the PII scan."""
+    from addon.pii import json_segments
+
+    return RequestInfo(
+        provider="mcp",
+        endpoint="tools/call",
+        tools=[call.tool],
+        text=list(json_segments(call.arguments, "$.params.arguments")),
+    )
+
+
+def rpc_error(rpc_id: Any, message: str, data: dict[str, Any]) -> bytes:
+    """A JSON-RPC error answer: what an MCP client expects instead of a broken stream."""
+    return msgspec.json.encode(
+        {
+            "jsonrpc": "2.0",
+            "id": rpc_id,
+            "error": {"code": -32001, "message": message, "data": data},
+        }
+    )
+
+
+class McpProvider:
+    """The Provider face of MCP traffic, so the proxy's response path records it like any call."""
+
+    name = "mcp"
+
+    def match(self, host: str, path: str) -> str | None:
+        return None
+
+    def match_path(self, path: str) -> str | None:
+        return None
+
+    def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
+        call = parse_tools_call(body)
+        if call is None:
+            return RequestInfo(provider="mcp", endpoint=endpoint, parse_error="not a tools/call")
+        return request_info(call)
+
+    def parse_response(self, endpoint: str, body: bytes, content_type: str) -> ResponseInfo:
+        try:
+            doc = _decode_rpc.decode(body) if body else {}
+        except msgspec.DecodeError as e:
+            if "text/event-stream" in content_type:
+                return ResponseInfo(usage=Usage(source="missing"))
+            return ResponseInfo(parse_error=f"DecodeError: {e}"[:300])
+        err = doc.get("error") if isinstance(doc, dict) else None
+        code = err.get("code") if isinstance(err, dict) else None
+        return ResponseInfo(usage=Usage(source="missing"), error=f"jsonrpc:{code}" if err else None)
+
+    def stream_parser(
+        self, endpoint: str, content_type: str, content_encoding: str | None
+    ) -> _NullParser:
+        return _NullParser()
+
+    def inject_stream_usage(self, endpoint: str, body: bytes) -> bytes | None:
+        return None
+
+
+class _NullParser:
+    """MCP streams (SSE) are passed through untouched; nothing in them is priced."""
+
+    text_delta_callback: Any = None
+
+    def feed(self, chunk: bytes) -> None:
+        return None
+
+    def finish(self) -> ResponseInfo:
+        return ResponseInfo(usage=Usage(source="missing"))
+
+
+MCP: Provider = McpProvider()
+
+
+class InlineScorer:
+    """The scoring engine plus a little per-agent memory for history facts."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine.load()
+        self._recent: dict[str, collections.deque[str]] = {}
+        self._servers: dict[str, set[str]] = {}
+
+    def _history(self, agent_id: str, server: str | None) -> HistoryFacts:
+        recent = self._recent.get(agent_id)
+        first = None
+        if server is not None:
+            seen = self._servers.setdefault(agent_id, set())
+            first = server not in seen
+            seen.add(server)
+        return HistoryFacts(
+            first_use_of_server=first, recent_actions=list(recent) if recent else []
+        )
+
+    def _remember(self, agent_id: str, action: str) -> None:
+        q = self._recent.get(agent_id)
+        if q is None:
+            if len(self._recent) > 100_000:
+                self._recent.clear()
+            q = self._recent[agent_id] = collections.deque(maxlen=_RECENT)
+        q.append(action)
+
+    def score_mcp(
+        self,
+        *,
+        event_id: str,
+        agent_id: str,
+        session_id: str,
+        server: str,
+        verified: bool,
+        call: McpCall,
+        timestamp: datetime,
+    ) -> tuple[ActionEvent, ScoreResult]:
+        action = f"mcp:{safe_part(server)}:{safe_part(call.tool)}"
+        event = convert_action_event(
+            {
+                "event_id": event_id,
+                "action": action,
+                "timestamp": timestamp.isoformat(),
+                "agent": {"agent_id": agent_id},
+                "session": {"session_id": session_id},
+                "mcp_context": {
+                    "server_name": server[:512],
+                    "transport": "http",
+                    "is_verified": verified,
+                    "tool_name": call.tool[:512],
+                },
+                "data_fields_accessed": [str(k)[:512] for k in list(call.arguments)[:1000]],
+                "parameters": call.arguments,
+            }
+        )
+        result = self.engine.score(event, self._history(agent_id, server))
+        self._remember(agent_id, action)
+        return event, result
+
+    def score_tool_call(
+        self,
+        *,
+        event_id: str,
+        agent_id: str,
+        session_id: str,
+        name: str,
+        arguments: str,
+        timestamp: datetime,
+    ) -> tuple[ActionEvent, ScoreResult]:
+        action = f"tool:{safe_part(name)}:call"
+        try:
+            args = msgspec.json.decode(arguments) if arguments else {}
+        except msgspec.DecodeError:
+            args = {"_raw": arguments[:4096]}
+        if not isinstance(args, dict):
+            args = {"_value": args}
+        event = convert_action_event(
+            {
+                "event_id": event_id,
+                "action": action,
+                "timestamp": timestamp.isoformat(),
+                "agent": {"agent_id": agent_id},
+                "session": {"session_id": session_id},
+                "data_fields_accessed": [str(k)[:512] for k in list(args)[:1000]],
+                "parameters": args,
+            }
+        )
+        result = self.engine.score(event, self._history(agent_id, None))
+        self._remember(agent_id, action)
+        return event, result
+
+
+def summary(result: ScoreResult) -> dict[str, Any]:
+    """What goes into the event's ``tool_calls`` entry: the verdict, never argument values."""
+    return {
+        "score": result.score,
+        "risk_level": result.risk_level,
+        "violations": [v.rule_id for v in result.violations][:20],
+    }
