@@ -370,7 +370,7 @@ class Govrix:
 
         findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
         if provider is MCP and body is not None:
-            self._score_mcp(call, body, host)
+            self._score_mcp(call, body, host, req.port)
 
         if len(self.policies.current):
             ctx_ = self._policy_context(
@@ -468,14 +468,15 @@ class Govrix:
             return None
         return MCP, "tools/call"
 
-    def _score_mcp(self, call: Call, body: bytes, host: str) -> None:
+    def _score_mcp(self, call: Call, body: bytes, host: str, port: int) -> None:
         """Score the tool call inline; the verdict feeds the policy (``risk_level``)."""
         assert self.settings is not None and self.scorer is not None
         mcp_call = parse_tools_call(body)
         if mcp_call is None:
             return
         call.tool_name, call.rpc_id = mcp_call.tool, mcp_call.rpc_id
-        name = self.settings.mcp_servers.get(host.lower())
+        servers = self.settings.mcp_servers
+        name = servers.get(f"{host.lower()}:{port}") or servers.get(host.lower())
         try:
             event, result = self.scorer.score_mcp(
                 event_id=call.request_event_id,

@@ -107,7 +107,21 @@ class FakeProvider:
             await _respond(send, 200, b'{"id": "chatcmpl-1", "choices": [ {"message": ')
             return
 
-        if path.endswith("/chat/completions"):
+        if path.endswith("/chat/completions") and mode == "tools":
+            full = _openai_full(model, "")
+            full["choices"][0]["message"] = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function",
+                     "function": {"name": "drop_database", "arguments": json.dumps({"database": "prod-customers"})}},
+                    {"id": "call_2", "type": "function",
+                     "function": {"name": "get_weather", "arguments": json.dumps({"city": "Oslo"})}},
+                ],
+            }
+            full["choices"][0]["finish_reason"] = "tool_calls"
+            await _respond(send, 200, json.dumps(full).encode())
+        elif path.endswith("/chat/completions"):
             if payload.get("stream"):
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 await self._stream(send, rid, _openai_sse(model, chunks, include_usage), delay, mode)

@@ -67,7 +67,10 @@ async def score_claimed(conn: AsyncConnection[Any], engine: Engine, settings: Se
                         recent=settings.recent_actions,
                     )
                     result = await engine.score_with_fallback(event, facts, settings.llm)
-                    await store.insert_score(conn, customer_id, result)
+                    if not await store.insert_score(conn, customer_id, result):
+                        # Cannot happen while queue rows are only made for new actions; say so
+                        # loudly if it ever does (the stored score is kept, never replaced).
+                        log.warning("queued event already had a score; kept the stored one")
                     await conn.execute(_DONE, (customer_id, event_id))
                     scored += 1
             except Exception as exc:

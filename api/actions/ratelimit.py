@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from api.actions.config import RateLimit
 
 
+_EPSILON = 1e-9
+
+
 class _Bucket:
     __slots__ = ("tokens", "updated")
 
@@ -49,7 +52,7 @@ class RateLimiter:
                 elapsed = now - bucket.updated
                 bucket.tokens = min(limit.burst, bucket.tokens + elapsed * limit.rate)
                 bucket.updated = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
+            if bucket.tokens >= 1.0 - _EPSILON:  # float refill: 0.1 s x 10/s is 0.999...
+                bucket.tokens = max(0.0, bucket.tokens - 1.0)
                 return 0
             return max(1, math.ceil((1.0 - bucket.tokens) / limit.rate))

@@ -79,6 +79,11 @@ VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VOCAB.verbs.items() for w i
 _SCOPE_CLASSES: dict[str, str] = {w: c for c, ws in _VOCAB.scope_classes.items() for w in ws}
 _EGRESS_DOMAINS = frozenset(_VOCAB.egress_domains)
 _EXTERNAL_WORDS = frozenset(_VOCAB.external_words)
+#: Parameters that name where an action lands; a production name in any of them marks the target.
+_TARGET_PARAM_KEYS = (
+    "environment", "env", "stage", "database", "db", "table", "cluster", "namespace", "bucket",
+    "host", "target", "project",
+)  # fmt: skip
 _PROD_RE = re.compile(r"(?:^|[^a-z])(prod|production|live|prd)(?:$|[^a-z])")
 # Parameter keys that name where data goes, and keys that give a record count.
 _DESTINATION_KEYS = frozenset(
@@ -196,6 +201,10 @@ BASE_FACTS: dict[str, FactKind] = {
 Facts = dict[str, Any]
 
 
+#: Verbs that only say "a tool was used"; for ``tool:`` actions the tool name tells what it does.
+_GENERIC_TOOL_VERBS = frozenset({"call", "invoke", "use"})
+
+
 def verb_class_of(verb: str) -> tuple[str, str]:
     """(recognised verb word, class) of an action's verb part; the last known word wins."""
     ws = words(verb)
@@ -271,6 +280,12 @@ def extract_facts(
     domain, scope, verb = event.action.split(":", 2)
     domain = domain.lower()
     verb_word, verb_cls = verb_class_of(verb)
+    if domain == "tool" and verb.lower() in _GENERIC_TOOL_VERBS:
+        # "tool:<name>:call" (an LLM's tool call, as the proxy records it): the intent is in the
+        # tool's name ("drop_database", "get_weather"), not in the generic verb.
+        tool_word, tool_cls = verb_class_of(scope)
+        if tool_cls != "unknown":
+            verb_word, verb_cls = tool_word, tool_cls
 
     field_names: set[str] = set()
     data_classes: set[str] = set()
@@ -333,7 +348,7 @@ def extract_facts(
     )
     env_text = " ".join(
         str(x).lower()
-        for x in (scope, resource_id, params.get("environment"), params.get("env"))
+        for x in (scope, resource_id, *(params.get(k) for k in _TARGET_PARAM_KEYS))
         if isinstance(x, str)
     )
     mcp = event.mcp_context
