@@ -25,6 +25,10 @@ status:
 migrate:
     {{py}} -m scripts.migrate
 
+# Re-ingest flows captured with `mitmdump -w FILE`: events recorded with their own timestamps.
+replay +files:
+    {{py}} -m scripts.replay "$@"
+
 # Lint, type-check, then the whole test suite against a real PostgreSQL.
 test *args: lint
     {{py}} -m pytest "$@"

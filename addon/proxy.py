@@ -67,7 +67,8 @@ _json = msgspec.json.Encoder()
 
 @dataclass(slots=True)
 class Call:
-    """Per-flow state, kept in ``flow.metadata["govrix"]``."""
+    """Per-flow state, kept by the addon under the flow's id (``flow.metadata`` must stay
+    serializable: ``mitmdump -w`` and mitmweb write it out). The metadata only gets the ids."""
 
     provider: Provider
     endpoint: str
@@ -139,6 +140,7 @@ class Govrix:
         self.identifier: Identifier | None = None
         self.sessions = Sessions()
         self._conn_users: dict[str, tuple[str, str]] = {}
+        self._calls: dict[str, Call] = {}
         self._sighted: dict[str, float] = {}
         self._started = False
 
@@ -269,6 +271,33 @@ class Govrix:
             )
         )
 
+    # -- offline replay -------------------------------------------------------------------------
+
+    def ingest(self, flow: http.HTTPFlow) -> bool:
+        """Record one captured flow (``mitmdump -w``) as if it had passed through: no enforcement,
+        no forwarding, the capture's own timestamps. True when it was an LLM or MCP call."""
+        meta = flow.metadata.get("govrix")
+        if isinstance(meta, dict):  # captured by this proxy: the upstream may have been rewritten
+            if isinstance(meta.get("host"), str):
+                flow.request.host_header = meta["host"]
+            if meta.get("identity_kind") in ("proxy_auth", "header") and isinstance(
+                meta.get("agent_name"), str
+            ):
+                flow.request.headers["x-govrix-agent"] = meta["agent_name"]
+            if isinstance(meta.get("session_id"), str):
+                flow.request.headers["x-govrix-session"] = meta["session_id"]
+        self._request(flow)
+        call = self._calls.get(flow.id)
+        if call is None:
+            return False
+        if flow.response is not None:
+            self._response(flow, call, error=None)
+        else:
+            self._response(
+                flow, call, error=flow.error.msg if flow.error else "no response captured"
+            )
+        return True
+
     # -- proxy credentials (explicit mode) --------------------------------------------------------
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
@@ -298,7 +327,7 @@ class Govrix:
         except Exception:
             metrics.HOOK_ERRORS.labels("request").inc()
             log.exception("request hook failed; forwarding unrecorded")
-        call = flow.metadata.get("govrix")
+        call = self._calls.get(flow.id)
         if isinstance(call, Call):
             call.hook_seconds += time.perf_counter() - t0
 
@@ -361,7 +390,16 @@ class Govrix:
             started=started,
             request_bytes=len(req.raw_content or b""),
         )
-        flow.metadata["govrix"] = call
+        self._calls[flow.id] = call
+        # Serializable breadcrumbs: a capture (``-w``) of this proxy can be replayed as itself.
+        flow.metadata["govrix"] = {
+            "agent_id": identity.agent_id,
+            "agent_name": identity.name,
+            "identity_kind": identity.kind,
+            "session_id": session_id,
+            "host": host,
+            "request_event_id": call.request_event_id,
+        }
 
         verdict = ALLOW if self.replay else self.agents.decide(identity.agent_id)
         if verdict != ALLOW:
@@ -688,7 +726,7 @@ class Govrix:
     # -- response -------------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        call = flow.metadata.get("govrix")
+        call = self._calls.get(flow.id)
         if not isinstance(call, Call) or call.done or flow.response is None:
             return
         t0 = time.perf_counter()
@@ -712,8 +750,8 @@ class Govrix:
         call.hook_seconds += time.perf_counter() - t0
 
     def response(self, flow: http.HTTPFlow) -> None:
-        call = flow.metadata.get("govrix")
-        if not isinstance(call, Call) or call.done:
+        call = self._calls.pop(flow.id, None)
+        if call is None or call.done:
             return
         t0 = time.perf_counter()
         try:
@@ -726,8 +764,8 @@ class Govrix:
 
     def error(self, flow: http.HTTPFlow) -> None:
         """Upstream failure or a client that went away mid-stream: still one response event."""
-        call = flow.metadata.get("govrix")
-        if not isinstance(call, Call) or call.done:
+        call = self._calls.pop(flow.id, None)
+        if call is None or call.done:
             return
         try:
             self._response(flow, call, error=flow.error.msg if flow.error else "flow error")
@@ -737,6 +775,7 @@ class Govrix:
 
     def _response(self, flow: http.HTTPFlow, call: Call, *, error: str | None) -> None:
         call.done = True
+        self._calls.pop(flow.id, None)
         resp = flow.response
         s = self.settings
         assert s is not None

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection, sql
-from psycopg.types.json import set_json_dumps
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from api.schemas import AGENT_FIELDS, EVENT_FIELDS, SESSION_FIELDS
@@ -32,6 +32,7 @@ SESSION_COLUMNS = _columns(SESSION_FIELDS)
 async def _configure(conn: AsyncConnection[Any]) -> None:
     # Metadata goes to jsonb through msgspec, like the writer's JSON columns.
     set_json_dumps(msgspec.json.encode, conn)
+    set_json_loads(msgspec.json.decode, conn)  # several times faster than json.loads
 
 
 def make_pool(

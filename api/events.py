@@ -141,18 +141,20 @@ async def event_page(
             row = await (await c.execute(full_count_q, params)).fetchone()
         return int(row[0]) if row else 0
 
-    total = counts.cached(filters, full_count)
+    cached = counts.cached(filters, full_count)
     async with pool.connection() as conn, conn.pipeline():
         page_cur = await conn.execute(page_q, [*page_params, limit, offset])
-        count_cur = None
-        if total is None:
+        if cached is None:
             count_cur = await conn.execute(capped_count_q, [*params, counts.exact_below + 1])
         rows = await page_cur.fetchall()
-        if count_cur is not None:
+        if cached is None:
             count_row = await count_cur.fetchone()
-            total = int(count_row[0]) if count_row else 0
-    if total is None or total > counts.exact_below:
-        total = await counts.large(filters, full_count)
+    if cached is not None:
+        total = cached
+    else:
+        total = int(count_row[0]) if count_row else 0
+        if total > counts.exact_below:  # a large set, seen the first time: count it all once
+            total = await counts.large(filters, full_count)
     events = [EventOut(*r) for r in rows]
     next_cursor = None
     if len(events) == limit:
