@@ -11,6 +11,7 @@ Pure code: used by the proxy (to chain) and by the API (to verify), importing ne
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -61,19 +62,30 @@ def event_values(ev: Event) -> dict[str, Any]:
 
 
 class Chain:
-    """Per-session chain heads kept by one proxy; ``seal`` sets seq, prev_hash, lineage_hash."""
+    """Per-session chain heads kept by one proxy; ``seal`` sets seq, prev_hash, lineage_hash.
 
-    __slots__ = ("_heads",)
+    At most ``max_sessions`` heads are kept (least recently used go first), so memory stays
+    bounded on a proxy that runs for months. A session that comes back after its head was evicted
+    starts a new branch from the genesis hash: the verifier accepts it (chains are DAGs), and
+    ``seq`` restarts, which the verifier orders by ``(seq, id)``.
+    """
 
-    def __init__(self) -> None:
-        self._heads: dict[str, tuple[int, str]] = {}
+    __slots__ = ("_heads", "max_sessions")
+
+    def __init__(self, max_sessions: int = 200_000) -> None:
+        self._heads: collections.OrderedDict[str, tuple[int, str]] = collections.OrderedDict()
+        self.max_sessions = max_sessions
 
     def seal(self, ev: Event) -> Event:
-        seq, prev = self._heads.get(ev.session_id, (0, ""))
+        heads = self._heads
+        seq, prev = heads.get(ev.session_id, (0, ""))
         ev.seq = seq + 1
         ev.prev_hash = prev or genesis(ev.session_id)
         ev.lineage_hash = link(ev.prev_hash, event_values(ev))
-        self._heads[ev.session_id] = (ev.seq, ev.lineage_hash)
+        heads[ev.session_id] = (ev.seq, ev.lineage_hash)
+        heads.move_to_end(ev.session_id)
+        if len(heads) > self.max_sessions:
+            heads.popitem(last=False)
         return ev
 
     def resume(self, session_id: str, seq: int, head_hash: str) -> None:

@@ -112,6 +112,8 @@ class ScoringService:
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
+                    if not self.settings.sync_commit:
+                        await conn.execute("SET LOCAL synchronous_commit = off")
                     at = await store.insert_action(conn, cid, event, raw)
                     if at is not None:
                         facts = await store.history(
