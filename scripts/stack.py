@@ -47,6 +47,35 @@ def api_key() -> str:
     return path.read_text().strip()
 
 
+REVERSE_BASES = {
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "mistral": "https://api.mistral.ai",
+    "groq": "https://api.groq.com",
+    "deepseek": "https://api.deepseek.com",
+    "openrouter": "https://openrouter.ai",
+    "xai": "https://api.x.ai",
+}
+
+
+def proxy_modes(env: dict[str, str] | os._Environ[str] = os.environ) -> list[str]:
+    """mitmproxy ``--mode`` arguments: explicit (or transparent) on the main port, plus one
+    reverse listener per entry of ``GOVRIX_REVERSE`` ("openai=4010,anthropic=4011", or
+    "https://my-gateway.internal=4012")."""
+    main = env.get("GOVRIX_PROXY_MODE", "regular")
+    if main not in ("regular", "transparent"):
+        raise SystemExit(f"GOVRIX_PROXY_MODE: expected regular|transparent, got {main!r}")
+    modes = ["--mode", main]
+    for item in filter(None, (env.get("GOVRIX_REVERSE") or "").split(",")):
+        target, _, port = item.strip().rpartition("=")
+        base = REVERSE_BASES.get(target, target)
+        if not base.startswith(("http://", "https://")) or not port.isdigit():
+            raise SystemExit(f"GOVRIX_REVERSE: cannot read {item!r} (want provider=port or https://host=port)")
+        modes += ["--mode", f"reverse:{base}@{port}"]
+    return modes
+
+
 def _children(url: str, key: str, args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     env_py = sys.executable
     out: list[tuple[str, list[str]]] = []
@@ -60,6 +89,7 @@ def _children(url: str, key: str, args: argparse.Namespace) -> list[tuple[str, l
                 [
                     mitmdump,
                     "-q",
+                    *proxy_modes(),
                     "--listen-host",
                     args.proxy_host,
                     "--listen-port",

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -402,3 +403,25 @@ def _proxy_statement_calls(conn: psycopg.Connection[Any]) -> int:
 def test_proxy_port_is_loopback(proxy: Proxy) -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=1):
         pass
+
+
+# -- modes ----------------------------------------------------------------------------------------------
+
+def test_reverse_mode_per_provider(e2e_dsn: str, fake: FakeProvider, tmp_path: Path) -> None:
+    """For clients that cannot use a proxy: a reverse listener per provider beside the explicit one."""
+    from tests.fakeprovider import free_port
+
+    rport = free_port()
+    proxy = Proxy(e2e_dsn, tmp_path, fake, args=["--mode", "regular", "--mode", f"reverse:https://api.openai.com@{rport}"])
+    proxy.start()
+    try:
+        r = httpx.post(
+            f"http://127.0.0.1:{rport}/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+            headers={"X-Govrix-Agent": "reverse-client"},
+        )
+    finally:
+        proxy.stop()
+    assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
+    _, resp = pair(agent_events(e2e_dsn, "reverse-client", 2))
+    assert resp["provider"] == "openai" and resp["completion_tokens"] == 7
