@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -199,7 +198,9 @@ def make_cert(directory: Path) -> Cert:
     return out
 
 
-async def _serve(http_port: int, https_port: int, cert: Cert, ready: multiprocessing.synchronize.Event) -> None:
+async def _serve(
+    http_port: int, https_port: int, cert: Cert, ready: multiprocessing.synchronize.Event
+) -> None:
     loop = asyncio.get_running_loop()
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert.certfile, cert.keyfile)
@@ -210,7 +211,9 @@ async def _serve(http_port: int, https_port: int, cert: Cert, ready: multiproces
         await asyncio.gather(plain.serve_forever(), secure.serve_forever())
 
 
-def run(http_port: int, https_port: int, cert: Cert, ready: multiprocessing.synchronize.Event) -> None:
+def run(
+    http_port: int, https_port: int, cert: Cert, ready: multiprocessing.synchronize.Event
+) -> None:
     """The child process's entry point."""
     asyncio.run(_serve(http_port, https_port, cert, ready))
 

@@ -32,7 +32,11 @@ def full_event(event_id: str, agent: str = "code-review-bot") -> dict[str, Any]:
         "timestamp": "2026-02-26T10:00:00Z",
         "agent": {"agent_id": agent, "agent_type": "code_review", "framework": "langchain"},
         "session": {"session_id": "sess-123", "user_id": "user-456"},
-        "target": {"resource_type": "repository", "resource_id": "org/repo", "sensitivity_level": 2},
+        "target": {
+            "resource_type": "repository",
+            "resource_id": "org/repo",
+            "sensitivity_level": 2,
+        },
         "mcp_context": {"server_name": "github-mcp", "server_id": "srv-789", "is_verified": True},
         "data_fields_accessed": [
             {"field": "source_code", "classification": "internal"},
@@ -62,8 +66,15 @@ class Server:
         self.log = ROOT / f".pytest-actions-{self.port}.log"
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.actions_server", "--database-url", dsn]
-            + ["--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "tests.actions_server",
+                "--database-url",
+                dsn,
+                "--port",
+                str(self.port),
+            ],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
             stdout=self._log_file,

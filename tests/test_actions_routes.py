@@ -63,6 +63,13 @@ EVENT_CASES = [
     ("unknown field", "acme", json.dumps({**event("e5"), "colour": 1}), 400, "colour"),
     ("bad JSON", "acme", '{"event_id": "e6", ', 400, "body"),
     ("not an object", "acme", "[1, 2]", 400, "body"),
+    (
+        "NUL in a value",
+        "acme",
+        json.dumps({**event("e8"), "agent": {"agent_id": "a\u0000b"}}),
+        400,
+        "body",
+    ),
     ("missing key", None, json.dumps(event("e7")), 401, None),
     ("wrong key", "sk-ent-nope", json.dumps(event("e7")), 401, None),
     ("revoked key", "revoked", json.dumps(event("e7")), 401, None),
@@ -136,7 +143,9 @@ def test_idempotent_repeat_returns_the_stored_score(
     first = client.post("/events", json=full_event("same"), headers=h(keys["acme"]))
     # Same id, different content: the stored score is the answer, nothing is re-scored.
     again = client.post(
-        "/events", json={**full_event("same"), "action": "sys:db:drop.execute"}, headers=h(keys["acme"])
+        "/events",
+        json={**full_event("same"), "action": "sys:db:drop.execute"},
+        headers=h(keys["acme"]),
     )
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
@@ -196,8 +205,16 @@ def test_batch_sizes(
 
 
 BATCH_ERRORS = [
-    ("bad action at 3", {"events": [event("a"), event("b"), event("c"), event("d", "x")]}, "events[3].action"),
-    ("nested field", {"events": [{**full_event("a"), "target": {"sensitivity_level": -1}}]}, "events[0].target.sensitivity_level"),
+    (
+        "bad action at 3",
+        {"events": [event("a"), event("b"), event("c"), event("d", "x")]},
+        "events[3].action",
+    ),
+    (
+        "nested field",
+        {"events": [{**full_event("a"), "target": {"sensitivity_level": -1}}]},
+        "events[0].target.sensitivity_level",
+    ),
     ("not an object", {"events": [event("a"), 5]}, "events[1]"),
     ("no events key", {"items": []}, "events"),
     ("events not a list", {"events": {}}, "events"),
@@ -269,7 +286,9 @@ def test_scores_paging_and_filters(
     assert r.status_code == 200 and r.headers["x-total-count"] == "10"
     ids = [s["event_id"] for s in r.json()]
     assert sorted(ids) == sorted(s["event_id"] for s in scored)
-    pages = [client.get(f"/scores/acme?per_page=4&page={p}", headers=acme).json() for p in (1, 2, 3)]
+    pages = [
+        client.get(f"/scores/acme?per_page=4&page={p}", headers=acme).json() for p in (1, 2, 3)
+    ]
     assert [len(p) for p in pages] == [4, 4, 2]
     assert [s["event_id"] for p in pages for s in p] == ids  # stable order, no overlap
     assert client.get("/scores/acme?page=4&per_page=4", headers=acme).json() == []
@@ -294,8 +313,13 @@ def test_scores_paging_and_filters(
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("per_page=1001", "per_page"), ("per_page=0", "per_page"), ("page=0", "page"),
-     ("risk_level=severe", "risk_level"), ("from_date=yesterday", "from_date")],
+    [
+        ("per_page=1001", "per_page"),
+        ("per_page=0", "per_page"),
+        ("page=0", "page"),
+        ("risk_level=severe", "risk_level"),
+        ("from_date=yesterday", "from_date"),
+    ],
 )
 def test_scores_bad_query(
     client: TestClient[Any], keys: dict[str, str], query: str, field: str
@@ -330,7 +354,9 @@ ACCESS_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "key", "path", "status"), ACCESS_CASES, ids=[c[0] for c in ACCESS_CASES])
+@pytest.mark.parametrize(
+    ("name", "key", "path", "status"), ACCESS_CASES, ids=[c[0] for c in ACCESS_CASES]
+)
 def test_access(
     client: TestClient[Any],
     keys: dict[str, str],
@@ -360,3 +386,56 @@ def test_apikey_cli_helpers(db: psycopg.Connection[Any]) -> None:
         create_key(db, "initech", "gold")
     with pytest.raises(ValueError, match="customer"):
         create_key(db, "event", "pro")
+
+
+def test_rate_vs_baseline_from_activity(
+    client: TestClient[Any], keys: dict[str, str], db: psycopg.Connection[Any]
+) -> None:
+    """An agent that did 2 actions an hour for the past day and now does 12 in a minute spikes;
+    an agent with no earlier activity has no baseline (no spike rule, whatever its rate)."""
+    db.execute(
+        "INSERT INTO agent_activity (customer_id, agent_id, minute, n)"
+        " SELECT 'acme', 'steady', date_trunc('minute', now()) - h * interval '1 hour', 2"
+        " FROM generate_series(2, 24) AS h"
+    )
+
+    def rules(i: int, agent: str) -> set[str]:
+        body = {
+            "event_id": f"{agent}{i}",
+            "action": "db:orders:rows.read",
+            "agent": {"agent_id": agent},
+        }
+        r = client.post("/events", json=body, headers=h(keys["acme"]))
+        assert r.status_code == 200, r.text
+        return {c["name"] for c in r.json()["score_components"]}
+
+    assert "core.rate_spike" not in rules(0, "steady")  # 1 in the last hour vs 2/h
+    fired = [rules(i, "steady") for i in range(1, 12)]
+    assert "core.rate_spike" in fired[-1]  # 12 in the last hour vs 2/h: x6
+    assert not any("core.rate_spike" in rules(i, "newcomer") for i in range(12))
+
+
+def test_apikey_cli(dsn: str) -> None:
+    """The CLI prints the key once on stdout; list shows prefixes; revoke by id."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scripts.apikey", "--database-url", dsn, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    made = cli("create", "--customer", "acme", "--tier", "starter")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert key.startswith("sk-sta-") and len(key) == 47
+    key_id = made.stderr.split()[1].rstrip(":")
+    listed = cli("list", "--customer", "acme")
+    assert key_id in listed.stdout and key[:12] in listed.stdout and key not in listed.stdout
+    assert cli("revoke", key_id).returncode == 0
+    assert "revoked" in cli("list").stdout
+    assert cli("revoke", key_id).returncode == 1
+    assert cli("create", "--customer", "event", "--tier", "pro").returncode == 2

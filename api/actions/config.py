@@ -5,7 +5,8 @@
 - ``GOVRIX_LLM_ENABLED=1`` with ``GOVRIX_LLM_BASE_URL``, ``GOVRIX_LLM_MODEL``,
   ``GOVRIX_LLM_API_KEY`` (optional), ``GOVRIX_LLM_TIMEOUT``: the optional LLM second opinion.
 - ``GOVRIX_SCORING_WORKERS``, ``_BATCH``, ``_MAX_ATTEMPTS``, ``_POLL``, ``_PAUSE``: the queue.
-- ``GOVRIX_SCORING_SYNC_COMMIT=1``: `POST /events` waits for its WAL flush (see `sync_commit`).
+- ``GOVRIX_SCORING_SYNC_COMMIT=0``: `POST /events` does not wait for its WAL flush (see
+  `sync_commit`; durable by default).
 - ``GOVRIX_APIKEY_CACHE_SECONDS``: how long a valid key is trusted without asking the database
   (a revocation takes effect within this delay); 0 disables the cache.
 """
@@ -49,12 +50,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval: float = 1.0  # fallback when no NOTIFY arrives
     worker_pause: float = 0.0  # sleep between claimed batches (throttle; tests use it)
     key_cache_seconds: float = 5.0
-    # POST /events commits with synchronous_commit=off unless this is True: a PostgreSQL crash
-    # may then forget the last fraction of a second of single events (never corrupts, never
-    # half-writes; the caller already holds the score and a resend re-scores it). It saves the
-    # WAL flush (milliseconds on a busy disk) per request. Batches always commit synchronously:
-    # their queue is the durability promise.
-    sync_commit: bool = False
+    # POST /events waits for its WAL flush by default: a stored score is an audit record. With
+    # GOVRIX_SCORING_SYNC_COMMIT=0 it commits with synchronous_commit=off, saving the flush
+    # (milliseconds on a busy disk) at the price that a PostgreSQL crash may forget the last
+    # fraction of a second of single events (never corrupts; the caller holds the score and a
+    # resend re-scores it). Batches always commit synchronously: their queue is the promise.
+    sync_commit: bool = True
     baseline_hours: int = 24  # window of the agent's baseline rate
     recent_actions: int = 20
 
@@ -84,7 +85,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=_num(env, "GOVRIX_SCORING_POLL", 1.0),
             worker_pause=_num(env, "GOVRIX_SCORING_PAUSE", 0.0),
             key_cache_seconds=_num(env, "GOVRIX_APIKEY_CACHE_SECONDS", 5.0),
-            sync_commit=env.get("GOVRIX_SCORING_SYNC_COMMIT", "") in ("1", "true", "yes"),
+            sync_commit=env.get("GOVRIX_SCORING_SYNC_COMMIT", "1").lower() not in ("0", "false", "no", "off"),
         )
 
 

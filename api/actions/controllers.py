@@ -115,7 +115,9 @@ class ScoresController(Controller):
         page: Annotated[int, QueryParameter(ge=1, description="1-based page")] = 1,
         per_page: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         risk_level: FromQuery[RiskLevel | None] = None,
-        from_date: Annotated[datetime | None, QueryParameter(description="scored_at >= this")] = None,
+        from_date: Annotated[
+            datetime | None, QueryParameter(description="scored_at >= this")
+        ] = None,
         to_date: Annotated[datetime | None, QueryParameter(description="scored_at < this")] = None,
     ) -> Response[list[ScoreDetail]]:
         """Scores newest first (by `scored_at`) as a bare JSON array; `X-Total-Count` holds

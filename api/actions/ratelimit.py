@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 
 from api.actions.config import RateLimit
 
-
 _EPSILON = 1e-9
 
 

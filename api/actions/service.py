@@ -112,28 +112,26 @@ class ScoringService:
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
-                    if not self.settings.sync_commit:
-                        await conn.execute("SET LOCAL synchronous_commit = off")
-                    at = await store.insert_action(conn, cid, event, raw)
-                    if at is not None:
-                        facts = await store.history(
-                            conn,
-                            cid,
-                            event,
-                            at,
-                            baseline_hours=self.settings.baseline_hours,
-                            recent=self.settings.recent_actions,
-                        )
+                    stored = await store.insert_action(
+                        conn,
+                        cid,
+                        event,
+                        raw,
+                        baseline_hours=self.settings.baseline_hours,
+                        recent=self.settings.recent_actions,
+                        sync_commit=self.settings.sync_commit,
+                    )
+                    if stored is not None:
                         result = await self.engine.score_with_fallback(
-                            event, facts, self.settings.llm
+                            event, stored[1], self.settings.llm
                         )
                         await store.insert_score(conn, cid, result)
                         return EventScored.from_result(result)
                 # Already stored (a repeat, possibly concurrent: the insert above waited for the
                 # other transaction to commit before reporting the conflict).
-                stored = await store.stored_score(conn, cid, event.event_id)
-                if stored is not None:
-                    return stored
+                previous = await store.stored_score(conn, cid, event.event_id)
+                if previous is not None:
+                    return previous
                 status = await store.queue_status(conn, cid, event.event_id)
                 return EventQueued(event.event_id, "failed" if status == "failed" else "pending")
         except psycopg.DataError as e:  # e.g. a \u0000 that PostgreSQL text cannot hold
@@ -164,7 +162,9 @@ class ScoringService:
         def provide_service() -> ScoringService:
             return self
 
-        async def guard(connection: ASGIConnection[Any, Any, Any, Any], h: BaseRouteHandler) -> None:
+        async def guard(
+            connection: ASGIConnection[Any, Any, Any, Any], h: BaseRouteHandler
+        ) -> None:
             await self.guard(connection, h)
 
         return Router(

@@ -22,7 +22,15 @@ from api.actions.schemas import (
     ScoreDetail,
     ScoreSummary,
 )
-from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreComponent, ScoreResult, Violation
+from api.scoring import (
+    ActionEvent,
+    Engine,
+    HistoryFacts,
+    HistoryQuery,
+    ScoreComponent,
+    ScoreResult,
+    Violation,
+)
 
 Conn = AsyncConnection[Any]
 
@@ -51,21 +59,6 @@ def _utc(ts: datetime | None) -> datetime | None:
     return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
 
-def _action_row(customer_id: str, event: ActionEvent, raw: bytes) -> tuple[Any, ...]:
-    q = Engine.facts_for_history(event)
-    return (
-        customer_id,
-        event.event_id,
-        q.agent_id,
-        event.session.session_id if event.session else None,
-        event.action,
-        q.server_key,
-        q.resource_key,
-        _utc(event.timestamp),
-        raw.decode(),
-    )
-
-
 # --- keys -----------------------------------------------------------------------------------
 
 
@@ -79,13 +72,41 @@ async def principal_for_hash(conn: Conn, key_hash: bytes) -> Principal | None:
     return Principal(row[0], row[1], row[2]) if row else None
 
 
-# --- actions --------------------------------------------------------------------------------
+# --- actions and history ------------------------------------------------------------------
 
-_INSERT_ACTION = """
+# History facts of one action, as SELECT columns. {seq} and {t} are replaced (at import, with
+# constant SQL) by the action's arrival order and time: parameters for a queued action, the
+# columns of the row being inserted for `POST /events`. Only actions before {seq} count; the
+# activity rows give the last hour's count and the baseline hours before it.
+_HISTORY_COLUMNS = """
+    CASE WHEN %(server)s::text IS NULL THEN NULL ELSE NOT EXISTS (
+        SELECT 1 FROM actions h WHERE h.customer_id = %(c)s AND h.agent_id = %(a)s
+        AND h.server_key = %(server)s AND h.seq < {seq}) END,
+    CASE WHEN %(resource)s::text IS NULL THEN NULL ELSE NOT EXISTS (
+        SELECT 1 FROM actions h WHERE h.customer_id = %(c)s AND h.agent_id = %(a)s
+        AND h.resource_key = %(resource)s AND h.seq < {seq}) END,
+    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s
+        AND agent_id = %(a)s AND minute > {t} - interval '1 hour' AND minute <= {t}),
+    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s AND agent_id = %(a)s
+        AND minute >= {t} - %(baseline)s * interval '1 hour' AND minute <= {t} - interval '1 hour'),
+    (SELECT min(minute) FROM agent_activity WHERE customer_id = %(c)s AND agent_id = %(a)s
+        AND minute >= {t} - %(baseline)s * interval '1 hour' AND minute <= {t} - interval '1 hour'),
+    ARRAY(SELECT h.action FROM actions h WHERE h.customer_id = %(c)s AND h.agent_id = %(a)s
+        AND h.seq < {seq} ORDER BY h.seq DESC LIMIT %(recent)s)
+"""
+
+_HISTORY = "SELECT " + _HISTORY_COLUMNS.replace("{seq}", "%(seq)s").replace("{t}", "%(t)s")
+
+# One statement for `POST /events`: insert (nothing on a repeated id), count the activity, and
+# read the history. The statement's snapshot does not hold its own inserts, so the history is
+# exactly "before this action" and the last-hour count misses this action (added in Python).
+_INSERT_WITH_HISTORY = (
+    """
 WITH ins AS (
     INSERT INTO actions (customer_id, event_id, agent_id, session_id, action, server_key,
                          resource_key, "timestamp", event)
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+    VALUES (%(c)s, %(e)s, %(a)s, %(session)s, %(action)s, %(server)s, %(resource)s, %(ts)s,
+            %(raw)s::jsonb)
     ON CONFLICT (customer_id, event_id) DO NOTHING
     RETURNING customer_id, agent_id, seq, received_at
 ), act AS (
@@ -94,17 +115,74 @@ WITH ins AS (
     FROM ins WHERE agent_id IS NOT NULL
     ON CONFLICT (customer_id, agent_id, minute) DO UPDATE SET n = agent_activity.n + 1
 )
-SELECT seq, received_at FROM ins
-"""
+SELECT ins.seq, ins.received_at,
+    CASE WHEN NOT %(sync)s THEN set_config('synchronous_commit', 'off', true) END, """
+    + _HISTORY_COLUMNS.replace("{seq}", "ins.seq").replace("{t}", "ins.received_at")
+    + " FROM ins"
+)
+
+
+def _history_params(
+    customer_id: str, q: HistoryQuery, baseline_hours: int, recent: int
+) -> dict[str, Any]:
+    return {
+        "c": customer_id,
+        "a": q.agent_id,
+        "server": q.server_key,
+        "resource": q.resource_key,
+        "baseline": baseline_hours,
+        "recent": recent,
+    }
+
+
+def _history_facts(
+    q: HistoryQuery, at: datetime, row: Sequence[Any], extra_last_hour: int = 0
+) -> HistoryFacts | None:
+    if q.agent_id is None:
+        return None
+    first_server, first_resource, last_hour, base_n, base_start, recent_actions = row
+    rate = None
+    if base_start is not None and base_n:
+        span_h = (at - timedelta(hours=1) - base_start).total_seconds() / 3600
+        hourly = float(base_n) / max(1.0, span_h)
+        rate = round((float(last_hour) + extra_last_hour) / hourly, 2)
+    return HistoryFacts(
+        first_use_of_server=first_server,
+        first_use_of_resource=first_resource,
+        rate_vs_baseline=rate,
+        recent_actions=list(reversed(recent_actions)),
+    )
 
 
 async def insert_action(
-    conn: Conn, customer_id: str, event: ActionEvent, raw: bytes
-) -> Inserted | None:
-    """Store one action; None when this customer already sent this event_id."""
-    cur = await conn.execute(_INSERT_ACTION, _action_row(customer_id, event, raw))
+    conn: Conn,
+    customer_id: str,
+    event: ActionEvent,
+    raw: bytes,
+    *,
+    baseline_hours: int = 24,
+    recent: int = 20,
+    sync_commit: bool = True,
+) -> tuple[Inserted, HistoryFacts | None] | None:
+    """Store one action and read its agent's history in one round trip; None when this
+    customer already sent this event_id (nothing is written then). Without `sync_commit`, the
+    transaction's commit does not wait for the WAL flush (see `Settings.sync_commit`)."""
+    q = Engine.facts_for_history(event)
+    params = _history_params(customer_id, q, baseline_hours, recent)
+    params.update(
+        e=event.event_id,
+        session=event.session.session_id if event.session else None,
+        action=event.action,
+        ts=_utc(event.timestamp),
+        raw=raw.decode(),
+        sync=sync_commit,
+    )
+    cur = await conn.execute(_INSERT_WITH_HISTORY, params)
     row = await cur.fetchone()
-    return Inserted(row[0], row[1]) if row else None
+    if row is None:
+        return None
+    at = Inserted(row[0], row[1])
+    return at, _history_facts(q, at.received_at, row[3:], extra_last_hour=1)
 
 
 # Actions and queue rows in one statement; only newly inserted actions are queued and counted.
@@ -132,6 +210,21 @@ ON CONFLICT (customer_id, agent_id, minute) DO UPDATE SET n = agent_activity.n +
 NOTIFY_CHANNEL = "govrix_scoring"
 
 
+def _action_row(customer_id: str, event: ActionEvent, raw: bytes) -> tuple[Any, ...]:
+    q = Engine.facts_for_history(event)
+    return (
+        customer_id,
+        event.event_id,
+        q.agent_id,
+        event.session.session_id if event.session else None,
+        event.action,
+        q.server_key,
+        q.resource_key,
+        _utc(event.timestamp),
+        raw.decode(),
+    )
+
+
 async def insert_batch(
     conn: Conn, customer_id: str, events: Sequence[tuple[ActionEvent, bytes]]
 ) -> None:
@@ -140,27 +233,6 @@ async def insert_batch(
     columns = list(zip(*rows, strict=True))[1:]  # customer_id is the same scalar for all
     await conn.execute(_INSERT_BATCH, (customer_id, *(list(c) for c in columns)))
     await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, customer_id))
-
-
-# --- history --------------------------------------------------------------------------------
-
-_HISTORY = """
-SELECT
-    CASE WHEN %(server)s::text IS NULL THEN NULL ELSE NOT EXISTS (
-        SELECT 1 FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
-        AND server_key = %(server)s AND seq < %(seq)s) END,
-    CASE WHEN %(resource)s::text IS NULL THEN NULL ELSE NOT EXISTS (
-        SELECT 1 FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
-        AND resource_key = %(resource)s AND seq < %(seq)s) END,
-    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s
-        AND agent_id = %(a)s AND minute > %(t)s - interval '1 hour' AND minute <= %(t)s),
-    (SELECT coalesce(sum(n), 0) FROM agent_activity WHERE customer_id = %(c)s
-        AND agent_id = %(a)s AND minute >= %(since)s AND minute <= %(t)s - interval '1 hour'),
-    (SELECT min(minute) FROM agent_activity WHERE customer_id = %(c)s
-        AND agent_id = %(a)s AND minute >= %(since)s AND minute <= %(t)s - interval '1 hour'),
-    ARRAY(SELECT action FROM actions WHERE customer_id = %(c)s AND agent_id = %(a)s
-        AND seq < %(seq)s ORDER BY seq DESC LIMIT %(recent)s)
-"""
 
 
 async def history(
@@ -172,7 +244,7 @@ async def history(
     baseline_hours: int = 24,
     recent: int = 20,
 ) -> HistoryFacts | None:
-    """What the database knows about the agent before this action; None without an agent.
+    """What the database knows about the agent before a stored action; None without an agent.
 
     Rate vs baseline = actions in the hour up to this one / the agent's hourly rate over the
     `baseline_hours` before that hour (None while the agent has no activity before that hour).
@@ -180,30 +252,12 @@ async def history(
     q = Engine.facts_for_history(event)
     if q.agent_id is None:
         return None
-    params = {
-        "c": customer_id,
-        "a": q.agent_id,
-        "server": q.server_key,
-        "resource": q.resource_key,
-        "seq": at.seq,
-        "t": at.received_at,
-        "since": at.received_at - timedelta(hours=baseline_hours),
-        "recent": recent,
-    }
+    params = _history_params(customer_id, q, baseline_hours, recent)
+    params.update(seq=at.seq, t=at.received_at)
     cur = await conn.execute(_HISTORY, params)
     row = await cur.fetchone()
     assert row is not None  # a SELECT without FROM always yields one row
-    first_server, first_resource, last_hour, base_n, base_start, recent_actions = row
-    rate = None
-    if base_start is not None and base_n:
-        span_h = (at.received_at - timedelta(hours=1) - base_start).total_seconds() / 3600
-        rate = round(float(last_hour) / (float(base_n) / max(1.0, span_h)), 2)
-    return HistoryFacts(
-        first_use_of_server=first_server,
-        first_use_of_resource=first_resource,
-        rate_vs_baseline=rate,
-        recent_actions=list(reversed(recent_actions)),
-    )
+    return _history_facts(q, at.received_at, row)
 
 
 # --- scores ---------------------------------------------------------------------------------
