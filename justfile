@@ -2,6 +2,7 @@
 # or with `just` directly once `.venv` exists.
 
 set positional-arguments
+set shell := ["bash", "-uc"]
 
 py := ".venv/bin/python"
 
@@ -28,6 +29,10 @@ migrate:
 # Re-ingest flows captured with `mitmdump -w FILE`: events recorded with their own timestamps.
 replay +files:
     {{py}} -m scripts.replay "$@"
+
+# Create, list or revoke X-API-Key keys of the scoring API: `apikey create --customer acme --tier pro`.
+apikey *args:
+    {{py}} -m scripts.apikey "$@"
 
 # Lint, type-check, then the whole test suite against a real PostgreSQL.
 test *args: lint

@@ -163,5 +163,34 @@ class Sessions:
         return [self._current.pop(a)[0] for a in gone]
 
 
+_WANTED = frozenset(
+    n.encode() for n in (*AGENT_HEADERS, *SESSION_HEADERS, *(h for h, _ in _KEY_HEADERS), "proxy-authorization")
+)
+_STRIP = frozenset(n.encode() for n in STRIP_HEADERS)
+
+
+def scan_headers(
+    fields: tuple[tuple[bytes, bytes], ...],
+) -> tuple[Callable[[str], str | None], tuple[tuple[bytes, bytes], ...] | None]:
+    """One pass over raw header fields (the hot path reads ~20 names; a lookup each would walk
+    every header each time). Returns a getter for the names identity and sessions read, and the
+    fields without ours (``x-govrix-*``, proxy credentials, ``x-agent-id``), or None when there
+    was nothing to strip."""
+    found: dict[str, str] = {}
+    drop = False
+    for name, value in fields:
+        low = name.lower()
+        if low in _WANTED:
+            key = low.decode("latin-1")
+            if key not in found:  # first occurrence wins, as Headers.get does
+                found[key] = value.decode("utf-8", "surrogateescape")
+        if low in _STRIP or low.startswith(b"x-govrix"):
+            drop = True
+    kept = None
+    if drop:
+        kept = tuple((n, v) for n, v in fields if not (n.lower() in _STRIP or n.lower().startswith(b"x-govrix")))
+    return found.get, kept
+
+
 def header_getter(headers: Mapping[str, str]) -> Callable[[str], str | None]:
     return headers.get

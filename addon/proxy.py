@@ -32,11 +32,11 @@ from addon.agents import ALLOW, BLOCKED, RETIRED, UNAVAILABLE, AgentTable
 from addon.budgets import Budgets, Denial, Reservation
 from addon.event import Event
 from addon.identity import (
-    STRIP_HEADERS,
     Identifier,
     Identity,
     Sessions,
     parse_proxy_authorization,
+    scan_headers,
     vendor_session,
 )
 from addon.mcp import MCP, InlineScorer, parse_tools_call, rpc_error, summary
@@ -111,7 +111,7 @@ class Tee:
                 try:
                     call.parser.feed(chunk)
                 except Exception:  # a parser bug must never cost the client its stream
-                    metrics.HOOK_ERRORS.labels("stream").inc()
+                    metrics.child(metrics.HOOK_ERRORS, "stream").inc()
                     log.exception("stream parser failed; the stream goes on unparsed")
                     call.parser = None
                 call.hook_seconds += time.perf_counter() - t0
@@ -325,7 +325,7 @@ class Govrix:
         try:
             self._request(flow)
         except Exception:
-            metrics.HOOK_ERRORS.labels("request").inc()
+            metrics.child(metrics.HOOK_ERRORS, "request").inc()
             log.exception("request hook failed; forwarding unrecorded")
         call = self._calls.get(flow.id)
         if isinstance(call, Call):
@@ -335,10 +335,10 @@ class Govrix:
         s = self.settings
         assert s is not None and self.identifier is not None
         req = flow.request
-        headers = req.headers
-        creds = parse_proxy_authorization(
-            headers.get("proxy-authorization")
-        ) or self._conn_users.get(flow.client_conn.id)
+        get, kept = scan_headers(req.headers.fields)
+        creds = parse_proxy_authorization(get("proxy-authorization")) or self._conn_users.get(
+            flow.client_conn.id
+        )
         if (
             s.proxy_token is not None
             and not self.replay
@@ -346,10 +346,13 @@ class Govrix:
         ):
             flow.response = _proxy_auth_required()
             return
-        host = req.pretty_host
+        host = req.host
+        if not host or host[0].isdigit() or ":" in host:
+            host = req.pretty_host  # an address (transparent mode): the Host header names it
+        port = req.port
         path = req.path.split("?", 1)[0]
-        found = detect(host, path, s.openai_compatible_hosts)
-        get = headers.get
+        host_port = host if port in (80, 443) else f"{host}:{port}"
+        found = detect(host_port, path, s.openai_compatible_hosts)
         identity = self.identifier.identify(
             get,
             creds[0] if creds else None,
@@ -359,7 +362,8 @@ class Govrix:
             else None,
         )
         explicit_session = vendor_session(get)
-        _strip_ours(headers)
+        if kept is not None:
+            req.headers.fields = kept
         if found is None:
             found = self._mcp_match(req)
         if found is None:
@@ -378,7 +382,7 @@ class Govrix:
             )
         )
         if info.parse_error:
-            metrics.PARSE_ERRORS.labels(provider.name, "request").inc()
+            metrics.child(metrics.PARSE_ERRORS, provider.name, "request").inc()
         call = Call(
             provider=provider,
             endpoint=endpoint,
@@ -447,7 +451,7 @@ class Govrix:
             if up.path_prefix:
                 req.path = up.path_prefix + req.path
 
-        metrics.REQUESTS.labels(provider.name, "forwarded").inc()
+        metrics.child(metrics.REQUESTS, provider.name, "forwarded").inc()
         self._emit_request(call, findings, status_code=None, error=None)
 
     def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
@@ -493,7 +497,7 @@ class Govrix:
             flow.response = http.Response.make(200, rpc_error(call.rpc_id, message, body), hdrs)
         else:
             flow.response = http.Response.make(status, _json.encode(body), hdrs)
-        metrics.REQUESTS.labels(call.provider.name, code).inc()
+        metrics.child(metrics.REQUESTS, call.provider.name, code).inc()
         self._emit_request(call, findings or [], status_code=status, error=code)
         call.done = True
 
@@ -526,7 +530,7 @@ class Govrix:
                 timestamp=_ts(call.started),
             )
         except Exception:
-            metrics.HOOK_ERRORS.labels("mcp_score").inc()
+            metrics.child(metrics.HOOK_ERRORS, "mcp_score").inc()
             log.exception("inline scoring of an MCP call failed; forwarding unscored")
             return
         call.risk = result
@@ -556,7 +560,7 @@ class Govrix:
                     entry |= {"action": event.action} | summary(result)
                     self._store_score(event, result)
                 except Exception:
-                    metrics.HOOK_ERRORS.labels("tool_score").inc()
+                    metrics.child(metrics.HOOK_ERRORS, "tool_score").inc()
                     log.exception("inline scoring of a tool call failed")
             out.append(entry)
         return out
@@ -745,7 +749,7 @@ class Govrix:
                 call.parser = parser
                 resp.stream = Tee(call)
         except Exception:
-            metrics.HOOK_ERRORS.labels("responseheaders").inc()
+            metrics.child(metrics.HOOK_ERRORS, "responseheaders").inc()
             log.exception("responseheaders hook failed")
         call.hook_seconds += time.perf_counter() - t0
 
@@ -757,7 +761,7 @@ class Govrix:
         try:
             self._response(flow, call, error=None)
         except Exception:
-            metrics.HOOK_ERRORS.labels("response").inc()
+            metrics.child(metrics.HOOK_ERRORS, "response").inc()
             log.exception("response hook failed")
         call.hook_seconds += time.perf_counter() - t0
         metrics.ADDED_LATENCY.observe(call.hook_seconds)
@@ -770,7 +774,7 @@ class Govrix:
         try:
             self._response(flow, call, error=flow.error.msg if flow.error else "flow error")
         except Exception:
-            metrics.HOOK_ERRORS.labels("error").inc()
+            metrics.child(metrics.HOOK_ERRORS, "error").inc()
             log.exception("error hook failed")
 
     def _response(self, flow: http.HTTPFlow, call: Call, *, error: str | None) -> None:
@@ -802,7 +806,7 @@ class Govrix:
                 for i, tc in enumerate(rinfo.tool_calls)
             )
         if rinfo.parse_error:
-            metrics.PARSE_ERRORS.labels(call.provider.name, "response").inc()
+            metrics.child(metrics.PARSE_ERRORS, call.provider.name, "response").inc()
         usage = fill_prompt_estimate(rinfo.usage, call.info.estimated_prompt_tokens)
         model = rinfo.model or call.info.model
         status = resp.status_code if resp is not None else None
@@ -857,17 +861,17 @@ class Govrix:
             response_bytes=call.response_bytes,
         )
         self._record(ev)
-        metrics.UPSTREAM_LATENCY.labels(call.provider.name).observe(end - call.started)
+        metrics.child(metrics.UPSTREAM_LATENCY, call.provider.name).observe(end - call.started)
         if first:
-            metrics.TTFB.labels(call.provider.name).observe(first - call.started)
-        metrics.BYTES.labels("request").inc(call.request_bytes)
-        metrics.BYTES.labels("response").inc(call.response_bytes)
+            metrics.child(metrics.TTFB, call.provider.name).observe(first - call.started)
+        metrics.child(metrics.BYTES, "request").inc(call.request_bytes)
+        metrics.child(metrics.BYTES, "response").inc(call.response_bytes)
 
     # -- recording ------------------------------------------------------------------------------
 
     def _record(self, ev: Event) -> None:
         self.chain.seal(ev)
-        metrics.EVENTS.labels(ev.direction).inc()
+        metrics.child(metrics.EVENTS, ev.direction).inc()
         if self.writer is not None:
             self.writer.enqueue(ev)
 
@@ -889,14 +893,6 @@ class Govrix:
 
 def _stat(w: BatchWriter, name: str) -> Any:
     return lambda: float(getattr(w.stats, name))
-
-
-def _strip_ours(headers: http.Headers) -> None:
-    for name in [k for k in headers if k.lower().startswith("x-govrix")]:
-        del headers[name]
-    for name in STRIP_HEADERS:
-        if name in headers:
-            del headers[name]
 
 
 def _content(msg: http.Message) -> bytes | None:

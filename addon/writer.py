@@ -54,7 +54,9 @@ WITH ins AS (
 )
 SELECT id, agent_id, session_id, "timestamp", seq, lineage_hash FROM ins
 """
+# Chain heads and the NOTIFY in one statement: one round trip per batch fewer.
 _UPSERT_SESSIONS = """
+WITH up AS (
 INSERT INTO sessions AS s (id, agent_id, started_at, last_event_at, event_count, head_seq, head_hash)
 SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
                      %s::int8[], %s::int8[], %s::text[])
@@ -64,6 +66,8 @@ ON CONFLICT (id) DO UPDATE SET
     event_count   = s.event_count + EXCLUDED.event_count,
     head_seq      = CASE WHEN EXCLUDED.head_seq > s.head_seq THEN EXCLUDED.head_seq ELSE s.head_seq END,
     head_hash     = CASE WHEN EXCLUDED.head_seq > s.head_seq THEN EXCLUDED.head_hash ELSE s.head_hash END
+)
+SELECT pg_notify('govrix_events', %s)
 """
 _UPSERT_AGENTS = """
 INSERT INTO agents AS a (id, name, source_ip, identity_kind, last_seen_at)
@@ -452,9 +456,8 @@ class BatchWriter:
             if ev.seq > h[4]:  # type: ignore[operator]
                 h[4], h[5] = ev.seq, ev.lineage_hash
         cols: list[list[object]] = [list(c) for c in zip(*heads.values(), strict=True)]
-        cur.execute(_UPSERT_SESSIONS, (list(heads), *cols))
         max_id = max(ev.id for ev in batch)
-        cur.execute("SELECT pg_notify('govrix_events', %s)", (max_id,))
+        cur.execute(_UPSERT_SESSIONS, (list(heads), *cols, max_id))
 
     def _replay(self, conn: psycopg.Connection[tuple[object, ...]]) -> bool:
         """Replay spool records in order. False when the connection broke on the way."""

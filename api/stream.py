@@ -222,7 +222,12 @@ class StreamHub:
 
         With ``publish=False`` only their ids are read and remembered as seen.
         """
-        floor = id_floor(self._hw, self.lookback_ms) if self._hw else ""
+        if not self._hw:
+            floor = ""
+        elif publish:
+            floor = id_floor(self._hw, self.lookback_ms)
+        else:
+            floor = self._hw  # nobody to deliver to: read each new id once, skip the look-back
         while True:
             cur = await conn.execute(
                 "SELECT id FROM events WHERE id > %s ORDER BY id LIMIT %s",

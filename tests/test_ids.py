@@ -1,0 +1,39 @@
+"""Ids: ULIDs sortable and unique, agent ids stable across processes."""
+
+from __future__ import annotations
+
+import re
+
+from addon import ids
+
+
+def _reference_b32(value: int, length: int) -> str:
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    return "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(length)))
+
+
+def test_ulids_are_monotonic_unique_and_crockford() -> None:
+    made = [ids.event_id() for _ in range(20_000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(re.fullmatch(r"evt_[0-9a-hjkmnp-tv-z]{26}", m) for m in made[:100])
+
+
+def test_encoding_matches_the_plain_definition() -> None:
+    for v in (0, 1, 31, 32, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF):
+        assert ids._b32(v, 26) == _reference_b32(v, 26)
+
+
+def test_time_round_trips() -> None:
+    import time
+
+    before = time.time_ns() // 1_000_000
+    got = ids.ulid_time_ms(ids.event_id())
+    assert before <= got <= time.time_ns() // 1_000_000
+
+
+def test_agent_ids_are_deterministic() -> None:
+    assert ids.agent_id("name:billing-agent") == ids.agent_id("name:billing-agent")
+    assert ids.agent_id("name:billing-agent") != ids.agent_id("name:support-agent")
+    assert ids.agent_id("name:billing-agent") == "agt_" + _reference_b32(
+        int.from_bytes(__import__("hashlib").sha256(b"name:billing-agent").digest()[:17], "big") >> 6, 26
+    )
