@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from psycopg_pool import PoolTimeout
 
 from api.schemas import ErrorBody
 
@@ -102,6 +104,16 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             body = ErrorBody(error=detail.lower())  # "Not Found" -> "not found"
         else:
             body = ErrorBody(error=detail[:1].lower() + detail[1:])
+    elif isinstance(exc, psycopg.DataError):
+        # Our SQL is fixed, so a data exception comes from a value the client sent (e.g. a NUL
+        # byte in a text parameter): a 400, with PostgreSQL's first line and no value echoed.
+        status = 400
+        body = ErrorBody(
+            error=f"invalid input: {str(exc).splitlines()[0] if str(exc) else 'bad value'}"
+        )
+    elif isinstance(exc, (psycopg.OperationalError, PoolTimeout)):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        status, body = 503, ErrorBody(error="database unreachable")
     else:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         status, body = HTTP_500_INTERNAL_SERVER_ERROR, ErrorBody(error="internal server error")

@@ -45,7 +45,7 @@ from litestar.response import Stream
 from psycopg import AsyncConnection, sql
 
 from api.db import EVENT_COLUMNS
-from api.errors import error_responses
+from api.errors import bad_request, error_responses
 from api.events import IdFilter, Pool, PoolDep
 from api.metrics import ApiMetrics
 from api.schemas import EventOut
@@ -196,6 +196,8 @@ class StreamHub:
                     await self._listen(conn)
             except psycopg.Error as e:
                 log.warning("stream listener: %s; reconnecting in %.1fs", e, backoff)
+            except Exception:  # a bug must not end the stream for good: log, back off, retry
+                log.exception("stream listener failed; restarting in %.1fs", backoff)
             finally:
                 self.connected.clear()
                 self.metrics.sse_listener_up.set(0)
@@ -378,6 +380,14 @@ class StreamController(Controller):
         ``: keepalive`` comment is sent every 15 s without events.
         """
         resume = last_event_id_header or last_event_id
+        # Checked here: once the stream has started, an error can no longer become a 400.
+        for name, value in (
+            ("agent_id", agent_id),
+            ("session_id", session_id),
+            ("last_event_id", resume),
+        ):
+            if value is not None and "\x00" in value:
+                raise bad_request(name, "NUL bytes are not allowed")
         return Stream(
             event_source(hub, pool, (agent_id, session_id), resume, keepalive_interval),
             media_type="text/event-stream",
