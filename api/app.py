@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Guard
 
+from api.actions import ScoringService
 from api.agents import AgentController
 from api.counts import TotalCache
 from api.db import make_pool
@@ -60,12 +61,20 @@ def create_app(
     sse_poll_interval: float = 1.0,
     count_exact_below: int = 10_000,
     count_ttl: float = 5.0,
+    scoring: ScoringService | None = None,
+    with_scoring: bool = True,
 ) -> Litestar:
-    """Build the API. Without ``api_key``, ``insecure_no_auth=True`` must say so explicitly."""
+    """Build the API. Without ``api_key``, ``insecure_no_auth=True`` must say so explicitly.
+
+    The action risk scoring routes (``POST /events``, ``/scores/…``, ``X-API-Key``) are mounted
+    too, configured from ``GOVRIX_*`` unless a ``scoring`` service is given.
+    """
     if not api_key and not insecure_no_auth:
         raise ValueError("an API key is required (or insecure_no_auth=True)")
     metrics = ApiMetrics()
     counts = TotalCache(exact_below=count_exact_below, ttl=count_ttl)
+    if with_scoring and scoring is None:
+        scoring = ScoringService.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -80,9 +89,13 @@ def create_app(
         )
         await hub.start()
         app.state.pool, app.state.hub = pool, hub
+        if scoring is not None:
+            await scoring.start(pool)
         try:
             yield
         finally:
+            if scoring is not None:
+                await scoring.stop()
             await hub.stop()
             await counts.close()
             await pool.close()
@@ -103,7 +116,13 @@ def create_app(
         security=[] if insecure_no_auth else [{"BearerToken": []}],
     )
     return Litestar(
-        route_handlers=[api, health, ready, metrics_endpoint],
+        route_handlers=[
+            api,
+            health,
+            ready,
+            metrics_endpoint,
+            *([scoring.router] if scoring else []),
+        ],
         lifespan=[lifespan],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),

@@ -22,6 +22,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from scripts.apikey import create_key
 from scripts.fakedata import make_events
 from tests.apiutil import AUTH, add_agent, live_server, write_events
 
@@ -39,9 +40,15 @@ def api_schema(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> Iterato
     evs = make_events(40, sessions=4, agents=2, seed=11)
     write_events(dsn, evs, tmp_path)
     add_agent(db, evs[0].agent_id, "billing-agent")
+    _, key = create_key(db, "acme", "enterprise")
+    SCORING_AUTH["X-API-Key"] = key
     with live_server(dsn) as srv:
         yield schemathesis.openapi.from_url(f"{srv.url}/schema/openapi.json")
 
+
+#: The action risk scoring routes (auth by X-API-Key, mounted in the same app).
+SCORING = ["scoreEvent", "acceptEventBatch", "listScores", "scoreSummary", "getScore"]
+SCORING_AUTH: dict[str, str] = {}
 
 OPERATIONS = [
     "listEvents", "getEvent", "listSessionEvents", "listAgents", "getAgent", "updateAgent",
@@ -50,7 +57,7 @@ OPERATIONS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("operation_id", OPERATIONS)
+@pytest.mark.parametrize("operation_id", OPERATIONS + SCORING)
 def test_api_conforms_to_its_schema(api_schema: Any, operation_id: str) -> None:
     # Driven by hand (not schemathesis' pytest plugin): one hypothesis run per operation.
     ops = [r.ok() for r in api_schema.get_all_operations()]
@@ -64,11 +71,12 @@ def test_api_conforms_to_its_schema(api_schema: Any, operation_id: str) -> None:
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     def run(case: Any) -> None:
-        case.call_and_validate(headers=AUTH, checks=CHECKS)
+        headers = SCORING_AUTH if operation_id in SCORING else AUTH
+        case.call_and_validate(headers=headers, checks=CHECKS)
 
     run()
 
 
 def test_every_operation_is_covered(api_schema: Any) -> None:
     ids = {r.ok().definition.raw.get("operationId") for r in api_schema.get_all_operations()}
-    assert ids == {*OPERATIONS, "streamEvents"}
+    assert ids == {*OPERATIONS, *SCORING, "streamEvents"}

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from api.actions import store
@@ -27,6 +28,7 @@ from api.actions.schemas import (
 )
 from api.actions.service import ScoringService
 from api.actions.store import Principal
+from api.errors import error_responses
 from api.scoring import ActionEvent, ValidationError, decode_action_event
 from api.scoring.models import RiskLevel
 
@@ -49,7 +51,17 @@ class EventsController(Controller):
 
     path = "/events"
 
-    @post("/", operation_id="scoreEvent", status_code=200)
+    @post(
+        "/",
+        operation_id="scoreEvent",
+        status_code=200,
+        responses={
+            202: ResponseSpec(
+                data_container=EventQueued, description="Held by a batch, not scored yet"
+            ),
+            **error_responses(400, 401, 429, 503),
+        },
+    )
     async def score_event(
         self, request: Request[Any, Any, Any], scoring: ScoringDep
     ) -> Response[EventScored | EventQueued]:
@@ -63,7 +75,12 @@ class EventsController(Controller):
         result = await scoring.score_one(_caller(request), event, raw)
         return Response(result, status_code=200 if isinstance(result, EventScored) else 202)
 
-    @post("/batch", operation_id="acceptEventBatch", status_code=202)
+    @post(
+        "/batch",
+        operation_id="acceptEventBatch",
+        status_code=202,
+        responses=error_responses(400, 401, 429, 503),
+    )
     async def accept_batch(
         self, request: Request[Any, Any, Any], scoring: ScoringDep
     ) -> BatchAccepted:
@@ -94,7 +111,11 @@ class ScoresController(Controller):
 
     path = "/scores"
 
-    @get("/event/{event_id:str}", operation_id="getScore")
+    @get(
+        "/event/{event_id:str}",
+        operation_id="getScore",
+        responses=error_responses(401, 404, 429, 503),
+    )
     async def get_score(
         self, request: Request[Any, Any, Any], scoring: ScoringDep, event_id: FromPath[str]
     ) -> ScoreDetail:
@@ -106,7 +127,11 @@ class ScoresController(Controller):
             raise ActionsError(404, "score not found")
         return detail
 
-    @get("/{customer_id:str}", operation_id="listScores")
+    @get(
+        "/{customer_id:str}",
+        operation_id="listScores",
+        responses=error_responses(400, 401, 403, 429, 503),
+    )
     async def list_scores(
         self,
         request: Request[Any, Any, Any],
@@ -135,7 +160,11 @@ class ScoresController(Controller):
             )
         return Response(items, headers={"X-Total-Count": str(total)})
 
-    @get("/{customer_id:str}/summary", operation_id="scoreSummary")
+    @get(
+        "/{customer_id:str}/summary",
+        operation_id="scoreSummary",
+        responses=error_responses(400, 401, 403, 429, 503),
+    )
     async def summary(
         self,
         request: Request[Any, Any, Any],
