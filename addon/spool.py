@@ -16,6 +16,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 
@@ -87,12 +88,8 @@ class Spool:
         with open(self.path, "rb") as f:
             f.seek(pos)
             while pos < end:
-                header = f.read(_HEADER.size)
-                if len(header) < _HEADER.size:
-                    break
-                magic, length, crc = _HEADER.unpack(header)
-                payload = f.read(length)
-                if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+                payload = _read_record(f)
+                if payload is None:
                     log.error(
                         "spool %s: corrupt record at byte %d; skipping to the end", self.path, pos
                     )
@@ -100,7 +97,7 @@ class Spool:
                     pos = end
                     self.commit(pos)
                     break
-                pos += _HEADER.size + length
+                pos += _HEADER.size + len(payload)
                 yield pos, _decoder.decode(payload)
 
     def commit(self, end_offset: int) -> None:
@@ -139,15 +136,8 @@ class Spool:
         pos = self._offset
         with open(self.path, "rb") as f:
             f.seek(pos)
-            while pos < size:
-                header = f.read(_HEADER.size)
-                if len(header) < _HEADER.size:
-                    break
-                magic, length, crc = _HEADER.unpack(header)
-                payload = f.read(length)
-                if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
-                    break
-                pos += _HEADER.size + length
+            while pos < size and (payload := _read_record(f)) is not None:
+                pos += _HEADER.size + len(payload)
         if pos < size:
             log.error(
                 "spool %s: cutting a torn tail of %d bytes (an append interrupted by a crash)",
@@ -159,3 +149,15 @@ class Spool:
                 self._fh.truncate(pos)
                 self._fh.seek(pos)
                 self._end = pos
+
+
+def _read_record(f: BinaryIO) -> bytes | None:
+    """The payload of the record at the file position, or None when it is short or corrupt."""
+    header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    magic, length, crc = _HEADER.unpack(header)
+    payload = f.read(length)
+    if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+        return None
+    return payload

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from scripts import migrate, pgembed
 
@@ -55,3 +56,26 @@ def db(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to this test's database."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="module")
+def module_dsn(postgresql_noproc: Any) -> Iterator[str]:
+    """A fresh migrated database shared by one test module (e2e modules start one proxy each)."""
+    import uuid
+
+    p = postgresql_noproc
+    name = f"govrix_mod_{uuid.uuid4().hex[:10]}"
+    with DatabaseJanitor(
+        user=p.user, host=p.host, port=p.port, dbname=name, template_dbname=p.template_dbname, password=p.password
+    ):
+        yield psycopg.conninfo.make_conninfo(host=p.host, port=p.port, user=p.user, password=p.password, dbname=name)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Any]:
+    """The fake LLM provider (and MCP server) on loopback, one per module."""
+    from tests.fakeprovider import FakeProvider
+
+    f = FakeProvider().start()
+    yield f
+    f.stop()

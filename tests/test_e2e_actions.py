@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import httpx
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from addon import ids
 from tests.fakeprovider import FakeProvider
@@ -33,29 +31,12 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def act_dsn(postgresql_noproc: Any) -> Iterator[str]:
-    name = f"govrix_act_{uuid.uuid4().hex[:8]}"
-    p = postgresql_noproc
-    with DatabaseJanitor(
-        user=p.user, host=p.host, port=p.port, dbname=name, template_dbname=p.template_dbname, password=p.password
-    ):
-        yield psycopg.conninfo.make_conninfo(host=p.host, port=p.port, user=p.user, password=p.password, dbname=name)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    f = FakeProvider().start()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(act_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     home = tmp_path_factory.mktemp("act-home")
     policy = Path(home) / "policy.yaml"
     policy.write_text(POLICY)
     env = {"GOVRIX_POLICY_FILE": str(policy), "GOVRIX_MCP_SERVERS": f"127.0.0.1:{fake.port}=github-mcp"}
-    p = Proxy(act_dsn, home, fake, env=env).start()
+    p = Proxy(module_dsn, home, fake, env=env).start()
     yield p
     p.stop()
 
@@ -74,21 +55,21 @@ def scores(dsn: str, event_id_prefix: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
-def test_benign_mcp_call_is_scored_and_forwarded(proxy: Proxy, fake: FakeProvider, act_dsn: str) -> None:
+def test_benign_mcp_call_is_scored_and_forwarded(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     with httpx.Client(proxy=proxy.url, headers={"X-Govrix-Agent": "mcp-reader"}) as http:
         r = http.post(f"{fake.url}/mcp", json=rpc("list_issues", {"repo": "org/repo"}))
     assert r.status_code == 200 and r.json()["result"] == {"content": []}
-    rows = wait_events(act_dsn, 2, "agent_id = %s", (ids.agent_id("name:mcp-reader"),))
+    rows = wait_events(module_dsn, 2, "agent_id = %s", (ids.agent_id("name:mcp-reader"),))
     req = next(r for r in rows if r["direction"] == "request")
     assert req["provider"] == "mcp" and req["endpoint"] == "tools/call"
     (tool,) = req["tool_calls"]
     assert tool["name"] == "list_issues" and tool["risk_level"] in ("none", "low"), tool
-    (score,) = wait_for(lambda: scores(act_dsn, req["id"]))
+    (score,) = wait_for(lambda: scores(module_dsn, req["id"]))
     assert score["action"] == "mcp:github-mcp:list_issues" and score["risk_level"] == tool["risk_level"]
     assert score["scorer_version"] and score["score_components"]
 
 
-def test_risky_mcp_call_gets_a_json_rpc_error(proxy: Proxy, fake: FakeProvider, act_dsn: str) -> None:
+def test_risky_mcp_call_gets_a_json_rpc_error(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     n_before = len(fake.requests)
     args = {"command": "rm -rf / --no-preserve-root", "api_key": "sk-proj-abcdefABCDEF1234567890xyz"}
     with httpx.Client(proxy=proxy.url, headers={"X-Govrix-Agent": "mcp-wrecker"}) as http:
@@ -101,14 +82,14 @@ def test_risky_mcp_call_gets_a_json_rpc_error(proxy: Proxy, fake: FakeProvider, 
     assert body["error"]["data"]["risk_level"] in ("high", "critical")
     assert body["error"]["data"]["rule"] == "stop-risky-mcp-calls"
     assert len(fake.requests) == n_before, "a blocked call must not reach the MCP server"
-    (req,) = wait_events(act_dsn, 1, "agent_id = %s", (ids.agent_id("name:mcp-wrecker"),))
+    (req,) = wait_events(module_dsn, 1, "agent_id = %s", (ids.agent_id("name:mcp-wrecker"),))
     assert req["error"] == "policy_blocked" and "secret" in req["pii_types"]
     assert "sk-proj-abcdef" not in json.dumps(req, default=str)
-    (score,) = wait_for(lambda: scores(act_dsn, req["id"]))
+    (score,) = wait_for(lambda: scores(module_dsn, req["id"]))
     assert score["risk_level"] in ("high", "critical") and score["violations"]
 
 
-def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, act_dsn: str) -> None:
+def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, module_dsn: str) -> None:
     with httpx.Client(proxy=f"http://tool-user:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()) as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
@@ -116,12 +97,12 @@ def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, act_dsn: str) -> N
             headers={"x-fake-mode": "tools"},
         )
     assert r.status_code == 200
-    rows = wait_events(act_dsn, 2, "agent_id = %s", (ids.agent_id("name:tool-user"),))
+    rows = wait_events(module_dsn, 2, "agent_id = %s", (ids.agent_id("name:tool-user"),))
     resp = next(r for r in rows if r["direction"] == "response")
     drop, weather = resp["tool_calls"]
     assert drop["action"] == "tool:drop_database:call" and weather["action"] == "tool:get_weather:call"
     order = ["none", "low", "medium", "high", "critical"]
     assert order.index(drop["risk_level"]) > order.index(weather["risk_level"])
     assert "prod-customers" not in json.dumps(resp, default=str)  # arguments never stored in events
-    stored = wait_for(lambda: (s if len(s := scores(act_dsn, resp["id"])) == 2 else None))
+    stored = wait_for(lambda: (s if len(s := scores(module_dsn, resp["id"])) == 2 else None))
     assert [s["action"] for s in stored] == ["tool:drop_database:call", "tool:get_weather:call"]

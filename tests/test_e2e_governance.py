@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from addon import ids
 from tests.fakeprovider import PROMPT_TOKENS, FakeProvider
@@ -23,29 +21,12 @@ pytestmark = pytest.mark.e2e
 URL = "https://api.openai.com/v1/chat/completions"
 
 
-@pytest.fixture(scope="module")
-def gov_dsn(postgresql_noproc: Any) -> Iterator[str]:
-    name = f"govrix_gov_{uuid.uuid4().hex[:8]}"
-    p = postgresql_noproc
-    with DatabaseJanitor(
-        user=p.user, host=p.host, port=p.port, dbname=name, template_dbname=p.template_dbname, password=p.password
-    ):
-        yield psycopg.conninfo.make_conninfo(host=p.host, port=p.port, user=p.user, password=p.password, dbname=name)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    f = FakeProvider().start()
-    yield f
-    f.stop()
-
-
 @pytest.fixture
-def make_proxy(gov_dsn: str, fake: FakeProvider, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
+def make_proxy(module_dsn: str, fake: FakeProvider, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
     def make(env: dict[str, str] | None = None, dsn: str | None = None) -> Proxy:
-        p = Proxy(dsn or gov_dsn, tmp_path / f"home{len(started)}", fake, env=env).start()
+        p = Proxy(dsn or module_dsn, tmp_path / f"home{len(started)}", fake, env=env).start()
         started.append(p)
         return p
 
@@ -73,10 +54,10 @@ def body(content: str = "x" * (PROMPT_TOKENS * 4), max_tokens: int | None = 7) -
 
 # -- budgets ----------------------------------------------------------------------------------------------
 
-def test_concurrent_requests_cannot_overshoot_a_budget(make_proxy: Callable[..., Proxy], gov_dsn: str) -> None:
+def test_concurrent_requests_cannot_overshoot_a_budget(make_proxy: Callable[..., Proxy], module_dsn: str) -> None:
     name = "budgeted-agent"
     per_call = PROMPT_TOKENS + 7  # what the fake reports for each call
-    sql(gov_dsn, "INSERT INTO budgets (scope, agent_id, period, metric, limit_value) VALUES ('agent', %s, 'daily', 'tokens', %s)",
+    sql(module_dsn, "INSERT INTO budgets (scope, agent_id, period, metric, limit_value) VALUES ('agent', %s, 'daily', 'tokens', %s)",
         (agent_id(name), per_call * 10))
     proxy = make_proxy()
     time.sleep(1.5)  # the budget table is read at start
@@ -100,12 +81,12 @@ def test_concurrent_requests_cannot_overshoot_a_budget(make_proxy: Callable[...,
         assert data["budget"]["period"] == "daily" and data["budget"]["metric"] == "tokens"
         assert data["budget"]["limit"] == per_call * 10
     # the refused calls are recorded too
-    refused = wait_events(gov_dsn, len(limited), "agent_id = %s AND status_code = 429", (agent_id(name),))
+    refused = wait_events(module_dsn, len(limited), "agent_id = %s AND status_code = 429", (agent_id(name),))
     assert all(r["error"] == "budget_exceeded" for r in refused)
 
     # usage survives a restart: a new proxy instance still refuses
     proxy.stop()
-    wait_for(lambda: sql(gov_dsn, "SELECT tokens FROM budget_usage WHERE usage_key = %s AND period = 'daily'",
+    wait_for(lambda: sql(module_dsn, "SELECT tokens FROM budget_usage WHERE usage_key = %s AND period = 'daily'",
                          ("agent:" + agent_id(name),)))
     proxy2 = make_proxy()
     time.sleep(1.5)
@@ -113,9 +94,9 @@ def test_concurrent_requests_cannot_overshoot_a_budget(make_proxy: Callable[...,
         assert http.post(URL, json=body()).status_code == 429
 
 
-def test_global_usd_budget(make_proxy: Callable[..., Proxy], gov_dsn: str) -> None:
-    sql(gov_dsn, "DELETE FROM budgets")
-    sql(gov_dsn, "INSERT INTO budgets (scope, period, metric, limit_value) VALUES ('global', 'monthly', 'usd', 0.0000001)")
+def test_global_usd_budget(make_proxy: Callable[..., Proxy], module_dsn: str) -> None:
+    sql(module_dsn, "DELETE FROM budgets")
+    sql(module_dsn, "INSERT INTO budgets (scope, period, metric, limit_value) VALUES ('global', 'monthly', 'usd', 0.0000001)")
     try:
         proxy = make_proxy()
         time.sleep(1.5)
@@ -126,7 +107,7 @@ def test_global_usd_budget(make_proxy: Callable[..., Proxy], gov_dsn: str) -> No
             "scope": "global", "agent_id": None, "period": "monthly", "metric": "usd", "limit": 0.0000001, "used": 0
         }
     finally:
-        sql(gov_dsn, "DELETE FROM budgets")
+        sql(module_dsn, "DELETE FROM budgets")
 
 
 # -- policies ----------------------------------------------------------------------------------------------
@@ -153,7 +134,7 @@ rules:
 """
 
 
-def test_policy_block_redact_tag_and_reload(make_proxy: Callable[..., Proxy], fake: FakeProvider, gov_dsn: str,
+def test_policy_block_redact_tag_and_reload(make_proxy: Callable[..., Proxy], fake: FakeProvider, module_dsn: str,
                                             tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
@@ -174,7 +155,7 @@ def test_policy_block_redact_tag_and_reload(make_proxy: Callable[..., Proxy], fa
     assert r.status_code == 200
     forwarded = json.loads(fake.requests[n_before]["body"])["messages"][0]["content"]
     assert forwarded == "please email [REDACTED:email] about it"
-    rows = wait_events(gov_dsn, 2, "agent_id = %s", (agent_id("support-bot"),))
+    rows = wait_events(module_dsn, 2, "agent_id = %s", (agent_id("support-bot"),))
     req = next(r for r in rows if r["direction"] == "request")
     assert req["compliance_tag"] == "pii-seen" and req["pii_types"] == ["email"]
     assert req["pii_findings"] == [{"type": "email", "count": 1, "path": "$.messages[0].content"}]
@@ -200,24 +181,24 @@ def test_malformed_policy_file_refuses_to_start(make_proxy: Callable[..., Proxy]
 
 # -- availability -------------------------------------------------------------------------------------------
 
-def test_killed_database_connections_do_not_stop_traffic(make_proxy: Callable[..., Proxy], gov_dsn: str) -> None:
+def test_killed_database_connections_do_not_stop_traffic(make_proxy: Callable[..., Proxy], module_dsn: str) -> None:
     name = "resilient-agent"
     proxy = make_proxy()
     with httpx.Client(proxy=f"http://{name}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()) as http:
         assert http.post(URL, json=body()).status_code == 200
-        wait_for(lambda: sql(gov_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
+        wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
                                       "AND datname = current_database()"))
-        killed = sql(gov_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        killed = sql(module_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                               "AND application_name IN ('govrix-agents', 'govrix-writer', 'govrix-budgets')")
         assert killed
         for _ in range(20):
             assert http.post(URL, json=body()).status_code == 200
         # the listener is back by itself, and the kill switch works through it again
-        wait_for(lambda: sql(gov_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
+        wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
                                       "AND datname = current_database()"), timeout=10)
-        sql(gov_dsn, "UPDATE agents SET status = 'blocked' WHERE id = %s", (agent_id(name),))
+        sql(module_dsn, "UPDATE agents SET status = 'blocked' WHERE id = %s", (agent_id(name),))
         wait_for(lambda: http.post(URL, json=body()).status_code == 403, timeout=3)
-    rows = wait_events(gov_dsn, 43, "agent_id = %s", (agent_id(name),), timeout=15)  # 21 pairs + the 403
+    rows = wait_events(module_dsn, 43, "agent_id = %s", (agent_id(name),), timeout=15)  # 21 pairs + the 403
     assert len({r["id"] for r in rows}) == len(rows)
 
 

@@ -13,8 +13,8 @@ import socket
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -22,7 +22,6 @@ import httpx
 import openai
 import psycopg
 import pytest
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from addon import ids, lineage
 from tests.fakeprovider import PROMPT_TOKENS, FakeProvider
@@ -32,26 +31,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def e2e_dsn(postgresql_noproc: Any) -> Iterator[str]:
-    name = f"govrix_e2e_{uuid.uuid4().hex[:8]}"
-    p = postgresql_noproc
-    with DatabaseJanitor(
-        user=p.user, host=p.host, port=p.port, dbname=name, template_dbname=p.template_dbname,
-        password=p.password,
-    ):
-        yield psycopg.conninfo.make_conninfo(host=p.host, port=p.port, user=p.user, password=p.password, dbname=name)
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    f = FakeProvider().start()
-    yield f
-    f.stop()
-
-
-@pytest.fixture(scope="module")
-def proxy(e2e_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    p = Proxy(e2e_dsn, tmp_path_factory.mktemp("govrix-home"), fake).start()
+def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    p = Proxy(module_dsn, tmp_path_factory.mktemp("govrix-home"), fake).start()
     yield p
     p.stop()
 
@@ -78,12 +59,12 @@ def pair(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # -- official SDKs ----------------------------------------------------------------------------------
 
-def test_openai_sdk_non_streaming(proxy: Proxy, e2e_dsn: str) -> None:
+def test_openai_sdk_non_streaming(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "sdk-openai") as http:
         oa = openai.OpenAI(api_key="sk-test-not-real", http_client=http, max_retries=0)
         out = oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Say hi"}])
     assert out.choices[0].message.content.startswith("Hello")
-    req, resp = pair(agent_events(e2e_dsn, "sdk-openai", 2))
+    req, resp = pair(agent_events(module_dsn, "sdk-openai", 2))
     assert req["provider"] == resp["provider"] == "openai"
     assert req["model"] == resp["model"] == "gpt-4o"
     assert req["session_id"] == resp["session_id"] and req["session_id"].startswith("ses_")
@@ -91,12 +72,12 @@ def test_openai_sdk_non_streaming(proxy: Proxy, e2e_dsn: str) -> None:
     assert resp["usage_source"] == "reported" and resp["status_code"] == 200
     assert resp["cost_usd"] == pytest.approx((PROMPT_TOKENS * 2.5 + 7 * 10) / 1e6)
     assert req["compliance_tag"] == "default" and resp["lineage_hash"].startswith("sha256:")
-    with psycopg.connect(e2e_dsn) as conn:
+    with psycopg.connect(module_dsn) as conn:
         row = conn.execute("SELECT name, status, identity_kind FROM agents WHERE id = %s", (agent_id("sdk-openai"),)).fetchone()
     assert row == ("sdk-openai", "active", "proxy_auth")
 
 
-def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
+def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     with client(proxy, "sdk-openai-stream") as http:
         oa = openai.OpenAI(api_key="sk-test-not-real", http_client=http, max_retries=0)
         stream = oa.chat.completions.create(
@@ -106,13 +87,13 @@ def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvid
     assert text.startswith("Hello")
     upstream_body = json.loads(fake.requests[-1]["body"])
     assert upstream_body["stream_options"] == {"include_usage": True}
-    _, resp = pair(agent_events(e2e_dsn, "sdk-openai-stream", 2))
+    _, resp = pair(agent_events(module_dsn, "sdk-openai-stream", 2))
     assert (resp["prompt_tokens"], resp["completion_tokens"]) == (PROMPT_TOKENS, 5)
     assert resp["usage_source"] == "reported" and resp["cost_usd"] > 0 and resp["model"] == "gpt-4o-mini"
     assert resp["ttfb_ms"] is not None and resp["ttfb_ms"] <= resp["latency_ms"]
 
 
-def test_anthropic_sdk_non_streaming_and_streaming(proxy: Proxy, e2e_dsn: str) -> None:
+def test_anthropic_sdk_non_streaming_and_streaming(proxy: Proxy, module_dsn: str) -> None:
     # anthropic's SDK ships its own HTTP client package (httpx2): configure the proxy through it.
     http = anthropic.DefaultHttpxClient(
         proxy=f"http://sdk-anthropic:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=30
@@ -128,7 +109,7 @@ def test_anthropic_sdk_non_streaming_and_streaming(proxy: Proxy, e2e_dsn: str) -
         ) as s:
             streamed = "".join(s.text_stream)
         assert streamed.startswith("Hello")
-    rows = agent_events(e2e_dsn, "sdk-anthropic", 4)
+    rows = agent_events(module_dsn, "sdk-anthropic", 4)
     responses = [r for r in rows if r["direction"] == "response"]
     assert len(responses) == 2
     for r in responses:
@@ -138,14 +119,14 @@ def test_anthropic_sdk_non_streaming_and_streaming(proxy: Proxy, e2e_dsn: str) -
     assert len({r["session_id"] for r in rows}) == 1
 
 
-def test_gemini_generate_and_stream(proxy: Proxy, e2e_dsn: str) -> None:
+def test_gemini_generate_and_stream(proxy: Proxy, module_dsn: str) -> None:
     body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
     base = "https://generativelanguage.googleapis.com/v1beta/models/gemini-1.5-pro"
     with client(proxy, "gemini-agent") as http:
         r1 = http.post(f"{base}:generateContent", json=body, headers={"x-goog-api-key": "AIza-test"})
         r2 = http.post(f"{base}:streamGenerateContent?alt=sse", json=body)
     assert r1.status_code == r2.status_code == 200
-    rows = agent_events(e2e_dsn, "gemini-agent", 4)
+    rows = agent_events(module_dsn, "gemini-agent", 4)
     responses = [r for r in rows if r["direction"] == "response"]
     assert {r["endpoint"] for r in responses} == {"generateContent", "streamGenerateContent"}
     for r in responses:
@@ -155,7 +136,7 @@ def test_gemini_generate_and_stream(proxy: Proxy, e2e_dsn: str) -> None:
 
 # -- streaming passthrough ----------------------------------------------------------------------------
 
-def test_stream_chunks_are_not_buffered(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
+def test_stream_chunks_are_not_buffered(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     rid = uuid.uuid4().hex
     received: list[float] = []
     with client(proxy, "stream-timing") as http, http.stream(
@@ -173,11 +154,11 @@ def test_stream_chunks_are_not_buffered(proxy: Proxy, fake: FakeProvider, e2e_ds
     assert first_delay < 0.05, f"first chunk reached the client {first_delay * 1000:.1f} ms after it was sent"
     # and the stream was not collapsed into one delivery at the end
     assert received[-1] - received[0] > 1.5
-    _, resp = pair(agent_events(e2e_dsn, "stream-timing", 2))
+    _, resp = pair(agent_events(module_dsn, "stream-timing", 2))
     assert resp["completion_tokens"] == 10 and resp["ttfb_ms"] < resp["latency_ms"] - 1500
 
 
-def test_client_disconnect_mid_stream_still_records_response(proxy: Proxy, e2e_dsn: str) -> None:
+def test_client_disconnect_mid_stream_still_records_response(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "quitter") as http, http.stream(
         "POST",
         "https://api.openai.com/v1/chat/completions",
@@ -185,14 +166,14 @@ def test_client_disconnect_mid_stream_still_records_response(proxy: Proxy, e2e_d
         headers={"x-fake-chunks": "10", "x-fake-delay-ms": "300"},
     ) as r:
         next(r.iter_raw())
-    _, resp = pair(agent_events(e2e_dsn, "quitter", 2, timeout=15))
+    _, resp = pair(agent_events(module_dsn, "quitter", 2, timeout=15))
     assert resp["error"] is not None
 
 
 # -- bad input is forwarded intact and recorded with parse_error ---------------------------------------
 
 @pytest.mark.parametrize("mode", ["malformed", "truncated"])
-def test_bad_payloads_forward_intact(proxy: Proxy, e2e_dsn: str, mode: str) -> None:
+def test_bad_payloads_forward_intact(proxy: Proxy, module_dsn: str, mode: str) -> None:
     name = f"bad-{mode}"
     stream = mode == "truncated"
     with client(proxy, name) as http:
@@ -204,13 +185,13 @@ def test_bad_payloads_forward_intact(proxy: Proxy, e2e_dsn: str, mode: str) -> N
     assert r.status_code == 200
     if mode == "malformed":
         assert r.content == b'{"id": "chatcmpl-1", "choices": [ {"message": '
-    _, resp = pair(agent_events(e2e_dsn, name, 2))
+    _, resp = pair(agent_events(module_dsn, name, 2))
     assert resp["parse_error"], resp
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_encoded_bodies(proxy: Proxy, e2e_dsn: str, encoding: str, stream: bool) -> None:
+def test_encoded_bodies(proxy: Proxy, module_dsn: str, encoding: str, stream: bool) -> None:
     name = f"enc-{encoding}-{stream}"
     with client(proxy, name) as http:
         r = http.post(
@@ -220,11 +201,11 @@ def test_encoded_bodies(proxy: Proxy, e2e_dsn: str, encoding: str, stream: bool)
         )
     assert r.status_code == 200 and b"Hello" in r.content
     assert r.headers.get("content-encoding") == encoding  # forwarded as the upstream sent it
-    _, resp = pair(agent_events(e2e_dsn, name, 2))
+    _, resp = pair(agent_events(module_dsn, name, 2))
     assert resp["parse_error"] is None and resp["usage_source"] == "reported" and resp["completion_tokens"] >= 5
 
 
-def test_gzip_request_body(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
+def test_gzip_request_body(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "call 415-555-2671"}]}).encode()
     with client(proxy, "gzip-req") as http:
         r = http.post(
@@ -234,12 +215,12 @@ def test_gzip_request_body(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> No
         )
     assert r.status_code == 200
     assert gzip.decompress(fake.requests[-1]["body"]) == body
-    req, _ = pair(agent_events(e2e_dsn, "gzip-req", 2))
+    req, _ = pair(agent_events(module_dsn, "gzip-req", 2))
     assert req["model"] == "gpt-4o" and req["pii_types"] == ["phone"]
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is needed as the HTTP/2 client")
-def test_http2_client(proxy: Proxy, e2e_dsn: str) -> None:
+def test_http2_client(proxy: Proxy, module_dsn: str) -> None:
     # httpx does not speak HTTP/2 inside a proxy tunnel; curl does (ALPN h2 with our CA).
     out = subprocess.run(
         ["curl", "-sS", "-v", "--http2", "-x", f"http://h2-agent:x@127.0.0.1:{proxy.port}", "--cacert", str(proxy.ca),
@@ -249,11 +230,11 @@ def test_http2_client(proxy: Proxy, e2e_dsn: str) -> None:
     )
     assert "< HTTP/2 200" in out.stderr
     assert json.loads(out.stdout)["choices"][0]["message"]["content"].startswith("Hello")
-    _, resp = pair(agent_events(e2e_dsn, "h2-agent", 2))
+    _, resp = pair(agent_events(module_dsn, "h2-agent", 2))
     assert resp["completion_tokens"] == 7
 
 
-def test_huge_bodies(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
+def test_huge_bodies(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     big_prompt = "lorem ipsum " * (10 * 1024 * 1024 // 12)
     with client(proxy, "huge") as http:
         r = http.post(
@@ -264,11 +245,11 @@ def test_huge_bodies(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
     assert r.status_code == 200
     assert len(r.json()["choices"][0]["message"]["content"]) == 10 * 1024 * 1024
     assert len(json.loads(fake.requests[-1]["body"])["messages"][0]["content"]) == len(big_prompt)
-    req, resp = pair(agent_events(e2e_dsn, "huge", 2, timeout=20))
+    req, resp = pair(agent_events(module_dsn, "huge", 2, timeout=20))
     assert req["request_bytes"] > 10_000_000 and resp["response_bytes"] > 10_000_000
 
 
-def test_upstream_error_is_recorded_unbilled(proxy: Proxy, e2e_dsn: str) -> None:
+def test_upstream_error_is_recorded_unbilled(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "rate-limited") as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
@@ -276,7 +257,7 @@ def test_upstream_error_is_recorded_unbilled(proxy: Proxy, e2e_dsn: str) -> None
             headers={"x-fake-mode": "error"},
         )
     assert r.status_code == 429
-    _, resp = pair(agent_events(e2e_dsn, "rate-limited", 2))
+    _, resp = pair(agent_events(module_dsn, "rate-limited", 2))
     assert resp["status_code"] == 429 and resp["cost_usd"] is None
 
 
@@ -294,7 +275,7 @@ def test_our_headers_and_credentials_never_go_upstream(proxy: Proxy, fake: FakeP
     assert "secret-token" not in json.dumps(seen)
 
 
-def test_identity_precedence_and_api_key_hash(proxy: Proxy, e2e_dsn: str) -> None:
+def test_identity_precedence_and_api_key_hash(proxy: Proxy, module_dsn: str) -> None:
     url = "https://api.openai.com/v1/chat/completions"
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
     raw_key = "sk-proj-SECRETSECRET1234567890abcdef"
@@ -302,10 +283,10 @@ def test_identity_precedence_and_api_key_hash(proxy: Proxy, e2e_dsn: str) -> Non
         http.post(url, json=body, headers={"X-Govrix-Agent": "header-agent", "authorization": f"Bearer {raw_key}"})
         http.post(url, json=body, headers={"authorization": f"Bearer {raw_key}"})
         http.post(url, json=body, headers={"X-Govrix-Session": "my-run-42", "X-Agent-ID": "alias-agent"})
-    agent_events(e2e_dsn, "header-agent", 2)
-    rows = agent_events(e2e_dsn, "alias-agent", 2)
+    agent_events(module_dsn, "header-agent", 2)
+    rows = agent_events(module_dsn, "alias-agent", 2)
     assert {r["session_id"] for r in rows} == {"ses_my-run-42"}
-    with psycopg.connect(e2e_dsn) as conn:
+    with psycopg.connect(module_dsn) as conn:
         kinds = dict(conn.execute("SELECT name, identity_kind FROM agents").fetchall())
         dump = json.dumps([list(map(str, r)) for r in conn.execute("SELECT * FROM events").fetchall()])
         dump += json.dumps([list(map(str, r)) for r in conn.execute("SELECT * FROM agents").fetchall()])
@@ -315,18 +296,18 @@ def test_identity_precedence_and_api_key_hash(proxy: Proxy, e2e_dsn: str) -> Non
     assert raw_key not in dump and "SECRETSECRET" not in dump
 
 
-def test_unknown_hosts_pass_through_unrecorded(proxy: Proxy, fake: FakeProvider, e2e_dsn: str) -> None:
-    before = len(events(e2e_dsn))
+def test_unknown_hosts_pass_through_unrecorded(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+    before = len(events(module_dsn))
     with httpx.Client(proxy=proxy.url) as http:
         r = http.get(f"{fake.url}/not-an-llm", headers={"X-Govrix-Agent": "unknown-host-agent"})
     assert r.status_code == 404 and r.json() == {"error": "not found"}
     time.sleep(0.4)
-    assert len(events(e2e_dsn)) == before
+    assert len(events(module_dsn)) == before
 
 
 # -- lineage ------------------------------------------------------------------------------------------
 
-def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, e2e_dsn: str) -> None:
+def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "chain-agent") as http:
         for i in range(3):
             http.post(
@@ -334,14 +315,14 @@ def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, e2e_dsn: str
                 json={"model": "gpt-4o", "messages": [{"role": "user", "content": f"turn {i}"}]},
                 headers={"x-session-id": "chain-1"},
             )
-    rows = agent_events(e2e_dsn, "chain-agent", 6)
+    rows = agent_events(module_dsn, "chain-agent", 6)
     assert [r["seq"] for r in sorted(rows, key=lambda r: r["seq"])] == [1, 2, 3, 4, 5, 6]
     verdict = lineage.verify("ses_chain-1", rows)
     assert verdict.valid and verdict.events_checked == 6
     victim = sorted(rows, key=lambda r: r["seq"])[3]
-    with psycopg.connect(e2e_dsn, autocommit=True) as conn:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
         conn.execute("UPDATE events SET completion_tokens = 1 WHERE id = %s", (victim["id"],))
-    verdict = lineage.verify("ses_chain-1", events(e2e_dsn, "session_id = %s", ("ses_chain-1",)))
+    verdict = lineage.verify("ses_chain-1", events(module_dsn, "session_id = %s", ("ses_chain-1",)))
     assert not verdict.valid
     assert verdict.broken_event_id == victim["id"] and verdict.broken_seq == victim["seq"]
     assert "altered" in (verdict.reason or "")
@@ -349,15 +330,15 @@ def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, e2e_dsn: str
 
 # -- kill switch ----------------------------------------------------------------------------------------
 
-def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, e2e_dsn: str) -> None:
+def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module_dsn: str) -> None:
     name = "rogue-agent"
     aid = agent_id(name)
     url = "https://api.openai.com/v1/chat/completions"
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
     with client(proxy, name) as http:
         assert http.post(url, json=body).status_code == 200
-        wait_for(lambda: _agent_row(e2e_dsn, aid))
-        with psycopg.connect(e2e_dsn, autocommit=True) as conn:
+        wait_for(lambda: _agent_row(module_dsn, aid))
+        with psycopg.connect(module_dsn, autocommit=True) as conn:
             time.sleep(1.2)
             calls_before = _proxy_statement_calls(conn)
             conn.execute("UPDATE agents SET status = 'blocked', updated_at = now() WHERE id = %s", (aid,))
@@ -382,7 +363,7 @@ def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, e2e_ds
     # only on (re)load and by NOTIFY payloads, so the scans stay far below the request count.
     assert n_requests > 20
     assert calls_after - calls_before <= 3, (calls_before, calls_after, n_requests)
-    blocked = events(e2e_dsn, "agent_id = %s AND status_code = 403", (aid,))
+    blocked = events(module_dsn, "agent_id = %s AND status_code = 403", (aid,))
     assert blocked and all(r["error"] == "agent_blocked" and r["direction"] == "request" for r in blocked)
 
 
@@ -407,12 +388,12 @@ def test_proxy_port_is_loopback(proxy: Proxy) -> None:
 
 # -- modes ----------------------------------------------------------------------------------------------
 
-def test_reverse_mode_per_provider(e2e_dsn: str, fake: FakeProvider, tmp_path: Path) -> None:
+def test_reverse_mode_per_provider(module_dsn: str, fake: FakeProvider, tmp_path: Path) -> None:
     """For clients that cannot use a proxy: a reverse listener per provider beside the explicit one."""
     from tests.fakeprovider import free_port
 
     rport = free_port()
-    proxy = Proxy(e2e_dsn, tmp_path, fake, args=["--mode", "regular", "--mode", f"reverse:https://api.openai.com@{rport}"])
+    proxy = Proxy(module_dsn, tmp_path, fake, args=["--mode", "regular", "--mode", f"reverse:https://api.openai.com@{rport}"])
     proxy.start()
     try:
         r = httpx.post(
@@ -423,5 +404,5 @@ def test_reverse_mode_per_provider(e2e_dsn: str, fake: FakeProvider, tmp_path: P
     finally:
         proxy.stop()
     assert r.status_code == 200 and r.json()["usage"]["prompt_tokens"] == PROMPT_TOKENS
-    _, resp = pair(agent_events(e2e_dsn, "reverse-client", 2))
+    _, resp = pair(agent_events(module_dsn, "reverse-client", 2))
     assert resp["provider"] == "openai" and resp["completion_tokens"] == 7

@@ -108,6 +108,7 @@ class QueueWorkers:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None] | None] = set()  # workers inside a claimed batch
         self._listener: asyncio.Task[None] | None = None
         self.scored_batches = 0
 
@@ -130,6 +131,9 @@ class QueueWorkers:
             self._listener = None
         if not self._tasks:
             return
+        for task in self._tasks:  # idle (or waiting for a connection): nothing to finish
+            if task not in self._busy:
+                task.cancel()
         _done, pending = await asyncio.wait(self._tasks, timeout=grace)
         for task in pending:
             task.cancel()
@@ -144,7 +148,12 @@ class QueueWorkers:
             self._wake.clear()  # a NOTIFY during the claim sets it again
             try:
                 async with self._pool.connection() as conn:
-                    claimed = await score_claimed(conn, self._engine, self._settings)
+                    me = asyncio.current_task()
+                    self._busy.add(me)
+                    try:
+                        claimed = await score_claimed(conn, self._engine, self._settings)
+                    finally:
+                        self._busy.discard(me)
                 failures = 0
             except Exception:
                 failures += 1

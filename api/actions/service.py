@@ -6,6 +6,7 @@ borrows the app's connection pool, it never makes one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,12 +32,18 @@ Pool = AsyncConnectionPool[Any]
 API_KEY_HEADER = "x-api-key"
 
 
+@functools.cache
+def _shipped_engine() -> Engine:
+    """The engine with the shipped rules, loaded once per process (it is immutable once built)."""
+    return Engine.load()
+
+
 class ScoringService:
     """Holds what the scoring routes need; `start(pool)` / `stop()` run the queue workers."""
 
     def __init__(self, settings: Settings | None = None, engine: Engine | None = None) -> None:
         self.settings = settings or Settings()
-        self.engine = engine or Engine.load()
+        self.engine = engine or _shipped_engine()
         self.limiter = RateLimiter(self.settings.rates)
         self.keys = KeyAuthenticator(self.settings.key_cache_seconds)
         self._pool: Pool | None = None
