@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from api.db import AGENT_COLUMNS
 from api.errors import ApiError, error_responses, not_found
 from api.events import CountsDep, CursorParam, EventFilters, Limit, Offset, PoolDep, event_page
-from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, page_headers
+from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, fetch_page, page_headers
 from api.schemas import AgentOut, AgentStatus, AgentUpdate, EventOut, RetireOut
 
 
@@ -49,12 +49,7 @@ class AgentController(Controller):
             "SELECT {} FROM agents WHERE {} ORDER BY created_at, id LIMIT %s OFFSET %s"
         ).format(AGENT_COLUMNS, where)
         count_q = sql.SQL("SELECT count(*) FROM agents WHERE {}").format(where)
-        async with pool.connection() as conn, conn.pipeline():
-            page_cur = await conn.execute(page_q, [*params, limit, offset])
-            count_cur = await conn.execute(count_q, params)
-            rows = await page_cur.fetchall()
-            count_row = await count_cur.fetchone()
-        total = int(count_row[0]) if count_row else 0
+        rows, total = await fetch_page(pool, page_q, count_q, params, limit, offset)
         return Response([AgentOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{agent_id:str}", operation_id="getAgent", responses=error_responses(401, 404))

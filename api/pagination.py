@@ -15,6 +15,8 @@ from urllib.parse import urlencode
 
 from litestar import Request
 from litestar.datastructures import ResponseHeader
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from api.errors import bad_request
 
@@ -85,3 +87,20 @@ def page_headers(
         headers["X-Next-Cursor"] = next_cursor
         headers["Link"] = f'<{url}>; rel="next"'
     return headers
+
+
+async def fetch_page(
+    pool: AsyncConnectionPool[Any],
+    page_q: sql.Composed,
+    count_q: sql.Composed,
+    params: list[Any],
+    limit: int,
+    offset: int,
+) -> tuple[list[tuple[Any, ...]], int]:
+    """One offset page and the total, pipelined in one round trip."""
+    async with pool.connection() as conn, conn.pipeline():
+        page_cur = await conn.execute(page_q, [*params, limit, offset])
+        count_cur = await conn.execute(count_q, params)
+        rows = await page_cur.fetchall()
+        count_row = await count_cur.fetchone()
+    return rows, int(count_row[0]) if count_row else 0

@@ -14,7 +14,7 @@ from addon.lineage import verify
 from api.db import SESSION_COLUMNS
 from api.errors import error_responses, not_found
 from api.events import IdFilter, Limit, Offset, PoolDep
-from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, page_headers
+from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, fetch_page, page_headers
 from api.schemas import SessionOut, VerifyOut
 
 # Every stored column, by name: the verifier recomputes each hash from exactly what is stored.
@@ -51,12 +51,7 @@ class SessionController(Controller):
             " LIMIT %s OFFSET %s"
         ).format(SESSION_COLUMNS, where)
         count_q = sql.SQL("SELECT count(*) FROM sessions WHERE {}").format(where)
-        async with pool.connection() as conn, conn.pipeline():
-            page_cur = await conn.execute(page_q, [*params, limit, offset])
-            count_cur = await conn.execute(count_q, params)
-            rows = await page_cur.fetchall()
-            count_row = await count_cur.fetchone()
-        total = int(count_row[0]) if count_row else 0
+        rows, total = await fetch_page(pool, page_q, count_q, params, limit, offset)
         return Response([SessionOut(*r) for r in rows], headers=page_headers(request, total, None))
 
     @get("/{session_id:str}", operation_id="getSession", responses=error_responses(401, 404))
