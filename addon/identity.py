@@ -164,7 +164,13 @@ class Sessions:
 
 
 _WANTED = frozenset(
-    n.encode() for n in (*AGENT_HEADERS, *SESSION_HEADERS, *(h for h, _ in _KEY_HEADERS), "proxy-authorization")
+    n.encode()
+    for n in (
+        *AGENT_HEADERS,
+        *SESSION_HEADERS,
+        *(h for h, _ in _KEY_HEADERS),
+        "proxy-authorization",
+    )
 )
 _STRIP = frozenset(n.encode() for n in STRIP_HEADERS)
 
@@ -188,7 +194,11 @@ def scan_headers(
             drop = True
     kept = None
     if drop:
-        kept = tuple((n, v) for n, v in fields if not (n.lower() in _STRIP or n.lower().startswith(b"x-govrix")))
+        kept = tuple(
+            (n, v)
+            for n, v in fields
+            if not (n.lower() in _STRIP or n.lower().startswith(b"x-govrix"))
+        )
     return found.get, kept
 
 

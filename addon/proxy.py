@@ -12,6 +12,7 @@ policy, lineage, writer). Rules it keeps:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -183,8 +184,6 @@ class Govrix:
         self.start()
         self._write_pidfile()
         if self.policies.path is not None and self._policy_task is None:
-            import asyncio
-
             self._policy_task = asyncio.get_running_loop().create_task(
                 watch(self.policies), name="govrix-policy-watch"
             )
@@ -458,7 +457,8 @@ class Govrix:
                 req.path = up.path_prefix + req.path
 
         metrics.child(metrics.REQUESTS, provider.name, "forwarded").inc()
-        self._emit_request(call, findings, status_code=None, error=None)
+        # the request event is not on the forwarding path: record it after the hook returns
+        self._after_send(self._emit_request, call, findings, None, None)
 
     def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
         name = call.identity.name
@@ -706,7 +706,7 @@ class Govrix:
         return body
 
     def _emit_request(
-        self, call: Call, findings: list[pii.Finding], *, status_code: int | None, error: str | None
+        self, call: Call, findings: list[pii.Finding], status_code: int | None, error: str | None
     ) -> None:
         info = call.info
         ev = Event(
@@ -763,6 +763,12 @@ class Govrix:
         call = self._calls.pop(flow.id, None)
         if call is None or call.done:
             return
+        call.done = True  # from here on the flow belongs to the deferred recording below
+        # mitmproxy sends a buffered response only when this hook returns: parse, cost, scan and
+        # record right after it has gone out, on the same loop (so chain order is kept).
+        self._after_send(self._record_response, flow, call)
+
+    def _record_response(self, flow: http.HTTPFlow, call: Call) -> None:
         t0 = time.perf_counter()
         try:
             self._response(flow, call, error=None)
@@ -771,6 +777,18 @@ class Govrix:
             log.exception("response hook failed")
         call.hook_seconds += time.perf_counter() - t0
         metrics.ADDED_LATENCY.observe(call.hook_seconds)
+
+    def _after_send(self, fn: Any, *args: Any) -> None:
+        """Run ``fn`` on the proxy's loop once the current hook has returned (at once offline)."""
+        if self.replay:
+            fn(*args)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            fn(*args)
+            return
+        loop.call_soon(fn, *args)
 
     def error(self, flow: http.HTTPFlow) -> None:
         """Upstream failure or a client that went away mid-stream: still one response event."""

@@ -56,6 +56,8 @@ class Spool:
         record = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
         with self._lock:
             try:
+                if self._fh.closed:  # an event recorded after the writer stopped
+                    self._fh = open(self.path, "ab")  # noqa: SIM115 - closed by close()
                 self._fh.write(record)
                 self._fh.flush()
                 self._end += len(record)

@@ -206,6 +206,13 @@ class BatchWriter:
     def enqueue(self, ev: Event) -> None:
         """Hand one event over. Overflow beyond capacity goes to the spool, not to the floor."""
         self.stats.enqueued += 1
+        if self._stop.is_set() and self._thread is None:
+            # after stop (a call that finished during shutdown): straight to disk, replayed at
+            # the next start
+            self._spool([ev], reason="writer stopped")
+            self.spool.sync()
+            self.spool.close()
+            return
         if len(self._buf) >= self.capacity:
             self._spool([ev], reason="buffer full")
             return
@@ -247,7 +254,7 @@ class BatchWriter:
         if self._buf:  # thread did not finish in time: keep the rest on disk
             self._spool(self._drain(len(self._buf)), reason="shutdown")
         self.spool.sync()
-        self.spool.close()
+        self.spool.close()  # a late event reopens it (see enqueue)
         self._close_conn()
 
     def flush(self, timeout: float = 30.0) -> bool:

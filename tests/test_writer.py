@@ -260,3 +260,19 @@ def test_database_stopped_mid_run_loses_nothing(
     assert s.written + s.replayed == 10_000
     assert s.reconnects >= 1 and s.failed_batches + s.spooled > 0
     assert (tmp_path / "events.spool").stat().st_size == 0
+
+
+def test_events_after_stop_are_spooled_and_replayed_at_next_start(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    events = make_events(3)
+    w = BatchWriter(dsn, tmp_path).start()
+    w.enqueue(events[0])
+    w.stop()
+    w.enqueue(events[1])  # e.g. a response recorded while the proxy shuts down
+    w.enqueue(events[2])
+    assert w.stats.spooled == 2 and w.stats.dropped == 0
+    w2 = BatchWriter(dsn, tmp_path).start()
+    assert w2.flush(30)
+    w2.stop()
+    assert count(db) == (3, 3)
