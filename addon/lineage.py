@@ -126,12 +126,18 @@ class Verdict(msgspec.Struct, kw_only=True):
     head_hash: str | None = None
 
 
-def verify(session_id: str, rows: Iterable[Mapping[str, Any]]) -> Verdict:
+def verify(
+    session_id: str, rows: Iterable[Mapping[str, Any]], recorded_head: tuple[int, str] | None = None
+) -> Verdict:
     """Recompute a session's chain from database rows alone, in ``seq`` order.
 
     Every row's hash is recomputed from its stored columns (so a changed column shows), and its
     ``prev_hash`` must be the genesis hash or the ``lineage_hash`` of an earlier row (a DAG:
     concurrent writers may fork a chain). The first row that fails is named.
+
+    ``recorded_head`` is ``(head_seq, head_hash)`` from the ``sessions`` table, written in the same
+    transaction as the events: when that event is gone, the tail of the chain was deleted (which
+    the chain alone cannot show).
     """
     ordered = sorted(rows, key=lambda r: (r["seq"], r["id"]))
     seen: set[str] = {genesis(session_id)}
@@ -150,6 +156,14 @@ def verify(session_id: str, rows: Iterable[Mapping[str, Any]]) -> Verdict:
             )
         seen.add(row["lineage_hash"])
         head = row["lineage_hash"]
+    if recorded_head is not None and recorded_head[1] and recorded_head[1] not in seen:
+        return Verdict(
+            session_id=session_id,
+            valid=False,
+            events_checked=len(ordered),
+            broken_seq=recorded_head[0],
+            reason=f"the recorded chain head (seq {recorded_head[0]}) is missing: events were deleted",
+        )
     return Verdict(session_id=session_id, valid=True, events_checked=len(ordered), head_hash=head)
 
 

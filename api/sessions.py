@@ -77,9 +77,13 @@ class SessionController(Controller):
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(_VERIFY_Q, (session_id,))
             rows = await cur.fetchall()
+            await cur.execute(
+                "SELECT head_seq, head_hash FROM sessions WHERE id = %s", (session_id,)
+            )
+            head = await cur.fetchone()
         if not rows:
             raise not_found("session")
-        v = verify(session_id, rows)
+        v = verify(session_id, rows, (head["head_seq"], head["head_hash"]) if head else None)
         return VerifyOut(
             session_id=v.session_id,
             valid=v.valid,

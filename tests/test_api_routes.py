@@ -523,6 +523,12 @@ def test_verify_valid_then_tampered(
     assert bad["broken_event_id"] == victim.id
     assert bad["broken_seq"] == victim.seq
     assert "altered" in bad["reason"]
+    # deleting the newest events leaves a chain that is valid in itself; the recorded head says no
+    last = max((e for e in events if e.session_id == sid), key=lambda e: e.seq)
+    db.execute("UPDATE events SET prompt_tokens = prompt_tokens - 1 WHERE id = %s", (victim.id,))
+    db.execute("DELETE FROM events WHERE id = %s", (last.id,))
+    cut = client.get(f"/api/v1/sessions/{sid}/verify").json()
+    assert cut["valid"] is False and cut["broken_seq"] == last.seq and "deleted" in cut["reason"]
     missing = client.get("/api/v1/sessions/ses_nope/verify")
     assert missing.status_code == 404
     assert missing.json() == {"error": "session not found"}

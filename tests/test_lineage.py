@@ -74,3 +74,12 @@ def test_head_cache_is_bounded_and_evicted_sessions_fork_cleanly() -> None:
     later = chain.seal(ev("ses_old", 1))
     assert later.seq == 1 and later.prev_hash == genesis("ses_old")
     assert verify("ses_old", rows([*first, later])).valid
+
+
+def test_deleted_tail_is_found_through_the_recorded_head() -> None:
+    chain = Chain()
+    events = [chain.seal(ev("ses_t", i)) for i in range(4)]
+    head = (events[-1].seq, events[-1].lineage_hash)
+    assert verify("ses_t", rows(events), head).valid
+    v = verify("ses_t", rows(events[:-1]), head)
+    assert not v.valid and v.broken_seq == 4 and "deleted" in (v.reason or "")
