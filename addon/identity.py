@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import msgspec
 
@@ -157,11 +157,6 @@ class Sessions:
         self._current[agent_id] = (sid, now)
         return sid, True
 
-    def expired(self, now: float) -> list[str]:
-        """Drop and return the session ids idle for longer than the roll-over."""
-        gone = [a for a, (_, t) in self._current.items() if now - t > self.idle_seconds]
-        return [self._current.pop(a)[0] for a in gone]
-
 
 _WANTED = frozenset(
     n.encode()
@@ -200,7 +195,3 @@ def scan_headers(
             if not (n.lower() in _STRIP or n.lower().startswith(b"x-govrix"))
         )
     return found.get, kept
-
-
-def header_getter(headers: Mapping[str, str]) -> Callable[[str], str | None]:
-    return headers.get

@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -950,7 +949,3 @@ def _embedded_url(home: Path) -> str | None:
     except Exception:
         return None
     return None
-
-
-def iter_calls(addon: Govrix) -> Iterator[str]:  # pragma: no cover - debugging aid
-    yield from addon._sighted

@@ -18,6 +18,7 @@ from .base import (
     estimate_tokens,
     finalize_usage,
     raw_text,
+    replay_stream,
     request_error,
     response_error,
 )
@@ -262,9 +263,7 @@ class Anthropic:
     def parse_response(self, endpoint: str, body: bytes, content_type: str) -> ResponseInfo:
         """Parse a buffered response (an SSE body is replayed through the stream parser)."""
         if is_event_stream(content_type):
-            parser = self.stream_parser(endpoint, content_type, None)
-            parser.feed(body)
-            return parser.finish()
+            return replay_stream(self, endpoint, body, content_type)
         return parse_response_body(body)
 
     def stream_parser(

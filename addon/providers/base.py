@@ -124,6 +124,15 @@ class Provider(Protocol):
         """Body with ``stream_options.include_usage`` set, or None when nothing to change."""
 
 
+def replay_stream(
+    provider: Provider, endpoint: str, body: bytes, content_type: str
+) -> ResponseInfo:
+    """Parse a stream that arrived buffered (decoded) by feeding it through the stream parser."""
+    parser = provider.stream_parser(endpoint, content_type, None)
+    parser.feed(body)
+    return parser.finish()
+
+
 def estimate_tokens(chars: int) -> int:
     """Cheap token estimate from a character count (about four characters a token)."""
     return (chars + 3) // 4

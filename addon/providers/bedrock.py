@@ -21,6 +21,7 @@ from .base import (
     estimate_tokens,
     finalize_usage,
     raw_text,
+    replay_stream,
     request_error,
     response_error,
 )
@@ -304,9 +305,7 @@ class Bedrock:
         if _is_eventstream(content_type) or (
             endpoint == CONVERSE_STREAM and body.lstrip()[:1] != b"{"
         ):
-            parser = self.stream_parser(endpoint, EVENTSTREAM_TYPE, None)
-            parser.feed(body)
-            return parser.finish()
+            return replay_stream(self, endpoint, body, EVENTSTREAM_TYPE)
         return parse_response_body(body)
 
     def stream_parser(

@@ -20,6 +20,7 @@ from .base import (
     Usage,
     estimate_tokens,
     raw_text,
+    replay_stream,
     request_error,
     response_error,
 )
@@ -313,9 +314,7 @@ class Gemini:
     def parse_response(self, endpoint: str, body: bytes, content_type: str) -> ResponseInfo:
         """Parse a buffered response (SSE bodies are replayed through the stream parser)."""
         if is_event_stream(content_type):
-            parser = self.stream_parser(endpoint, content_type, None)
-            parser.feed(body)
-            return parser.finish()
+            return replay_stream(self, endpoint, body, content_type)
         return parse_response_body(body)
 
     def stream_parser(

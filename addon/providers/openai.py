@@ -21,6 +21,7 @@ from .base import (
     Usage,
     estimate_tokens,
     finalize_usage,
+    replay_stream,
     request_error,
     response_error,
 )
@@ -597,9 +598,7 @@ class OpenAICompatible:
     def parse_response(self, endpoint: str, body: bytes, content_type: str) -> ResponseInfo:
         """Parse a buffered response (an SSE body that was buffered anyway is replayed)."""
         if is_event_stream(content_type):
-            parser = self.stream_parser(endpoint, content_type, None)
-            parser.feed(body)
-            return parser.finish()
+            return replay_stream(self, endpoint, body, content_type)
         return parse_openai_response(endpoint, body)
 
     def stream_parser(
