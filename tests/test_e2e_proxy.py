@@ -359,10 +359,12 @@ def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module
             t_unblock = time.monotonic()
             wait_for(lambda: http.post(url, json=body).status_code == 200, timeout=2)
             assert time.monotonic() - t_unblock < 1.0
-    # A per-request lookup would scan the agents table once per request; the proxy reads it
-    # only on (re)load and by NOTIFY payloads, so the scans stay far below the request count.
-    assert n_requests > 20
-    assert calls_after - calls_before <= 3, (calls_before, calls_after, n_requests)
+    # A per-request lookup would scan the agents table at least once per request; the proxy reads
+    # it only on (re)load and applies NOTIFY payloads, so the scans do not grow with the requests.
+    # A few unrelated scans can land in the window: other backends (the writer's agent upserts
+    # from earlier tests) flush their statistics lazily, up to 10 s late when idle.
+    assert n_requests > 100
+    assert (calls_after - calls_before) * 50 < n_requests, (calls_before, calls_after, n_requests)
     blocked = events(module_dsn, "agent_id = %s AND status_code = 403", (aid,))
     assert blocked and all(r["error"] == "agent_blocked" and r["direction"] == "request" for r in blocked)
 
