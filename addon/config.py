@@ -52,6 +52,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     budgets: list[dict[str, object]] = []
     mcp_servers: dict[str, str] = {}
     proxy_customer_id: str = "proxy"
+    recorder: str = "process"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     mcp_servers: dict[str, str] = {}
     #: customer_id under which inline scores are stored (readable at GET /scores/{id}).
     proxy_customer_id: str = "proxy"
+    #: Where captures become events: "process" (a child process, the default) or "inline".
+    recorder: str = "process"
 
     @property
     def spool_dir(self) -> Path:
@@ -160,6 +163,10 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         except ValueError:
             raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
 
+    recorder = (env.get("GOVRIX_RECORDER") or fc.recorder).strip().lower()
+    if recorder not in ("process", "inline"):
+        raise ConfigError(f"GOVRIX_RECORDER: expected process|inline, got {recorder!r}")
+
     retention_raw = env.get("GOVRIX_RETENTION_DAYS")
     retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
     policy = env.get("GOVRIX_POLICY_FILE") or fc.policy_file
@@ -196,4 +203,5 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         budgets=budgets,
         mcp_servers=mcp_servers,
         proxy_customer_id=env.get("GOVRIX_PROXY_CUSTOMER_ID") or fc.proxy_customer_id,
+        recorder=recorder,
     )

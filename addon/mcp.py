@@ -151,7 +151,8 @@ class InlineScorer:
             first_use_of_server=first, recent_actions=list(recent) if recent else []
         )
 
-    def _remember(self, agent_id: str, action: str) -> None:
+    def remember(self, agent_id: str, action: str) -> None:
+        """Add an action to the agent's recent history (also for actions scored elsewhere)."""
         q = self._recent.get(agent_id)
         if q is None:
             if len(self._recent) > 100_000:
@@ -189,7 +190,7 @@ class InlineScorer:
             }
         )
         result = self.engine.score(event, self._history(agent_id, server))
-        self._remember(agent_id, action)
+        self.remember(agent_id, action)
         return event, result
 
     def score_tool_call(
@@ -221,7 +222,7 @@ class InlineScorer:
             }
         )
         result = self.engine.score(event, self._history(agent_id, None))
-        self._remember(agent_id, action)
+        self.remember(agent_id, action)
         return event, result
 
 

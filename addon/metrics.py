@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -92,8 +92,51 @@ class CallbackCollector(Collector):
 LIVE = CallbackCollector()
 REGISTRY.register(LIVE)
 
+#: The recorder process's latest exposition (``addon/recorder.py`` sends one every second).
+REMOTE: list[Callable[[], bytes]] = []
+
+
+class MergedCollector(Collector):
+    """This process's metrics plus the recorder process's, one family per name.
+
+    Series present in both (e.g. hook errors counted on either side) are summed. ``_created``
+    samples (optional in the text format, and not additive) are left out.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        families: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        sources: list[Iterable[Metric]] = [REGISTRY.collect()]
+        for fetch in REMOTE:
+            text = fetch()
+            if text:
+                sources.append(text_string_to_metric_families(text.decode()))
+        for source in sources:
+            for fam in source:
+                if fam.name.endswith("_created"):
+                    continue
+                if fam.name not in families:
+                    families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+                    values[fam.name] = {}
+                series = values[fam.name]
+                for sample in fam.samples:
+                    if sample.name.endswith("_created"):
+                        continue
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    series[key] = series.get(key, 0.0) + sample.value
+        for name, fam in families.items():
+            for (sample_name, labels), value in values[name].items():
+                fam.add_sample(sample_name, dict(labels), value)
+            yield fam
+
+
+EXPOSED = CollectorRegistry(auto_describe=False)
+EXPOSED.register(MergedCollector())
+
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Start the scrape endpoint in a daemon thread (0 disables it)."""
     if port:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        start_http_server(port, addr=host, registry=EXPOSED)

@@ -1,13 +1,16 @@
-"""The Govrix mitmproxy addon: identify -> enforce -> forward -> parse -> record (DESIGN.md §4).
+"""The Govrix mitmproxy addon: identify -> enforce -> forward -> capture (DESIGN.md §4).
 
-A thin conductor over the modules that hold the logic (identity, agents, providers, pricing, pii,
-policy, lineage, writer). Rules it keeps:
+The hot path. It does what decides a call's fate, in order: identity, kill switch, and only when
+they are configured, request parsing, budgets, policies and the PII scan they need; then it hands
+raw captures (``addon/capture.py``) to the recorder (``addon/recorder.py``), which parses, costs,
+scans, scores, chains and writes, by default in a child process so that none of it competes with
+mitmproxy's event loop for the GIL. Rules it keeps:
 
-- No database or network I/O in a hook: state is in memory, events leave through the writer.
+- No database or network I/O in a hook: state is in memory, captures leave through a pipe.
 - A hook that fails never breaks traffic: the request is forwarded, the event records what could
   not be parsed, the failure is counted (``govrix_proxy_hook_errors``) and logged.
 - Streams are passed through chunk by chunk (``flow.response.stream`` set in ``responseheaders``)
-  while a parser reads a copy.
+  while the recorder parses a copy.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import msgspec
 from mitmproxy import ctx, http
 
 from addon import config as config_mod
-from addon import ids, lineage, metrics, pii
+from addon import ids, metrics, pii
 from addon.agents import ALLOW, BLOCKED, RETIRED, UNAVAILABLE, AgentTable
 from addon.budgets import Budgets, Denial, Reservation
-from addon.event import Event
+from addon.capture import Begin, Chunk, End, Score, Seen, Settle, Sight, Stream
+from addon.channel import InlineSink, ProcessSink
 from addon.identity import (
     Identifier,
     Identity,
@@ -40,19 +44,11 @@ from addon.identity import (
     vendor_session,
 )
 from addon.mcp import MCP, InlineScorer, parse_tools_call, rpc_error, summary
-from addon.policy import Decision, PolicyContext, PolicyError, PolicyStore, watch
+from addon.policy import PolicyContext, PolicyError, PolicyStore, watch
 from addon.pricing import cost_usd
-from addon.providers import (
-    Provider,
-    RequestInfo,
-    ResponseInfo,
-    StreamParser,
-    Usage,
-    detect,
-    fill_prompt_estimate,
-)
-from addon.writer import AgentSighting, BatchWriter, ScoreRow
-from api.scoring import ActionEvent, Engine, ScoreResult
+from addon.providers import Provider, RequestInfo, Usage, detect
+from addon.recorder import Recorder, note_decision, policy_context, score_row
+from api.scoring import Engine, ScoreResult
 
 log = logging.getLogger("govrix.proxy")
 
@@ -65,27 +61,32 @@ STREAM_TYPES = (
 _json = msgspec.json.Encoder()
 
 
+#: A streamed response's copy goes to the recorder in pieces of about this size.
+CHUNK_FLUSH_BYTES = 256 * 1024
+
+
 @dataclass(slots=True)
 class Call:
     """Per-flow state, kept by the addon under the flow's id (``flow.metadata`` must stay
     serializable: ``mitmdump -w`` and mitmweb write it out). The metadata only gets the ids."""
 
+    key: str  # the request event id
     provider: Provider
     endpoint: str
     identity: Identity
     session_id: str
-    request_event_id: str
-    info: RequestInfo
-    compliance_tag: str
     started: float  # wall clock, request ingress
     request_bytes: int
-    parser: StreamParser | None = None
-    scanner: pii.StreamScanner | None = None
+    info: RequestInfo | None  # parsed only when enforcement or streaming needs it
+    compliance_tag: str = "default"
+    streamed: bool = False
+    chunks: list[bytes] = field(default_factory=list)
+    pending: int = 0
     first_byte: float | None = None
     response_bytes: int = 0
     hook_seconds: float = 0.0
     done: bool = False
-    reservation: Reservation | None = None
+    reserved: bool = False
     tool_name: str | None = None
     rpc_id: Any = None
     risk: ScoreResult | None = None
@@ -93,28 +94,26 @@ class Call:
 
 
 class Tee:
-    """The stream callable: every chunk goes on unchanged, at once; the parser reads a copy."""
+    """The stream callable: every chunk goes on unchanged, at once; the recorder gets a copy."""
 
-    __slots__ = ("call",)
+    __slots__ = ("call", "sink")
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, sink: Any) -> None:
         self.call = call
+        self.sink = sink
 
     def __call__(self, chunk: bytes) -> bytes:
-        call = self.call
         if chunk:
+            call = self.call
             if call.first_byte is None:
                 call.first_byte = time.time()
             call.response_bytes += len(chunk)
-            if call.parser is not None:
-                t0 = time.perf_counter()
-                try:
-                    call.parser.feed(chunk)
-                except Exception:  # a parser bug must never cost the client its stream
-                    metrics.child(metrics.HOOK_ERRORS, "stream").inc()
-                    log.exception("stream parser failed; the stream goes on unparsed")
-                    call.parser = None
-                call.hook_seconds += time.perf_counter() - t0
+            call.chunks.append(chunk)
+            call.pending += len(chunk)
+            if call.pending >= CHUNK_FLUSH_BYTES:
+                self.sink.send(Chunk(call.key, b"".join(call.chunks)))
+                call.chunks.clear()
+                call.pending = 0
         return chunk
 
 
@@ -130,18 +129,20 @@ class Govrix:
     ) -> None:
         self.settings = settings
         self.replay = replay
-        self.writer: BatchWriter | None = None
+        self.sink: ProcessSink | InlineSink | None = None
         self.agents: AgentTable = AgentTable(None)
         self.budgets: Budgets = Budgets(None)
         self.policies: PolicyStore = PolicyStore()
         self._policy_task: Any = None
         self.scorer: InlineScorer | None = None
-        self.chain = lineage.Chain()
         self.identifier: Identifier | None = None
         self.sessions = Sessions()
+        self.lost = 0  # captures lost with a recorder process that died
         self._conn_users: dict[str, tuple[str, str]] = {}
         self._calls: dict[str, Call] = {}
+        self._reservations: dict[str, Reservation] = {}
         self._sighted: dict[str, float] = {}
+        self._config_file: str | None = None
         self._started = False
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class Govrix:
             self.settings = config_mod.load(config_file=path)
         except config_mod.ConfigError as e:
             raise exceptions.OptionsError(str(e)) from e  # type: ignore[no-untyped-call]
+        self._config_file = path
         try:
             self._load_policies()
         except PolicyError as e:
@@ -174,10 +176,9 @@ class Govrix:
             ctx.options.update(connection_strategy="lazy")  # type: ignore[no-untyped-call]
 
     def running(self) -> None:
-        # The writer, agent-table and budget threads share the GIL with mitmproxy's event loop;
-        # a busy background thread can hold a request for up to one switch interval (CPython's
-        # default: 5 ms). Operators can shorten it; our benchmarks could not tell 0.5 from 5 ms
-        # apart on a noisy 2-core machine, so the default is left alone.
+        # The agent-table and budget threads share the GIL with mitmproxy's event loop; a busy
+        # background thread can hold a request for up to one switch interval (CPython's default:
+        # 5 ms). Operators can shorten it. (The recorder, the busiest part, is a process.)
         if switch_ms := os.environ.get("GOVRIX_GIL_SWITCH_MS"):
             sys.setswitchinterval(float(switch_ms) / 1000)
         self.start()
@@ -216,21 +217,46 @@ class Govrix:
         self.identifier = Identifier(s.identity_secret)
         self.sessions = Sessions(s.session_idle_seconds)
         url = s.database_url or _embedded_url(s.home)
-        if not url:
-            log.warning(
-                "no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only"
-            )
-        self.writer = BatchWriter(
-            url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days
-        )
-        self.writer.start()
+        self.sink = self._recorder_sink(s, url)
         if not self.replay:
             self.agents = AgentTable(url, fail_mode=s.fail_mode).start()
             self.budgets = Budgets(url, configured=s.budgets).start()
             self._export_metrics()
             with contextlib.suppress(OSError):
                 metrics.serve(s.metrics_port)
-        log.info("govrix addon running (spool %s)", s.spool_dir)
+        log.info("govrix addon running (recorder: %s, spool %s)", self.sink.mode, s.spool_dir)
+
+    def _recorder_sink(self, s: config_mod.Settings, url: str | None) -> ProcessSink | InlineSink:
+        if s.recorder == "process" and not self.replay:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                env = dict(os.environ)
+                env["GOVRIX_HOME"] = str(s.home)
+                if url:
+                    env["GOVRIX_DATABASE_URL"] = url
+                if s.policy_file is not None:
+                    env["GOVRIX_POLICY_FILE"] = str(s.policy_file.resolve())
+                sink = ProcessSink(
+                    env=env,
+                    on_reply=self._on_reply,
+                    on_death=self._on_recorder_death,
+                    config_file=self._config_file,
+                )
+                try:
+                    return sink.start(loop)
+                except OSError as e:
+                    log.error("cannot start the recorder process (%s): recording inline", e)
+        return self._inline_sink(url)
+
+    def _inline_sink(self, url: str | None) -> InlineSink:
+        assert self.settings is not None
+        recorder = Recorder(
+            self.settings, reply=self._on_reply, database_url=url, scorer=self.scorer
+        ).start()
+        return InlineSink(recorder, deferred=not self.replay)
 
     def done(self) -> None:
         if self.settings is not None and not self.replay:
@@ -238,42 +264,60 @@ class Govrix:
                 (self.settings.home / "proxy.pid").unlink(missing_ok=True)
         if self._policy_task is not None:
             self._policy_task.cancel()
+        if self.sink is not None:
+            self.sink.close()  # settlements still arrive here: budgets stop after
         self.agents.stop()
         self.budgets.stop()
-        if self.writer is not None:
-            self.writer.stop()
 
     def _export_metrics(self) -> None:
-        w = self.writer
-        assert w is not None
         live = metrics.LIVE
-        live.gauges["govrix_writer_buffer_depth"] = (
-            "Events waiting in the ring buffer.",
-            lambda: w.stats.depth(),
-        )
-        live.gauges["govrix_writer_spool_bytes"] = (
-            "Bytes waiting in the spool.",
-            lambda: w.stats.spool_bytes(),
-        )
         live.gauges["govrix_agent_table_live"] = (
             "1 when the agent table listener is connected.",
             lambda: float(self.agents.live),
         )
-        for name in ("enqueued", "written", "spooled", "replayed", "dropped", "rejected"):
-            live.counters[f"govrix_writer_{name}"] = (
-                f"Events {name} by the writer.",
-                _stat(w, name),
-            )
-        from addon import pricing
-
-        live.labelled.append(
-            (
-                "govrix_unknown_model",
-                "Calls whose model has no known price (cost_usd is null).",
-                ["provider", "model"],
-                lambda: {k: float(v) for k, v in pricing.UNKNOWN_MODEL_COUNT.items()},
-            )
+        live.gauges["govrix_recorder_backlog_bytes"] = (
+            "Captures waiting for the recorder process to take them.",
+            lambda: float(self.sink.backlog_bytes if self.sink is not None else 0),
         )
+        live.counters["govrix_recorder_lost"] = (
+            "Captures lost with a recorder process that died (see the log).",
+            lambda: float(
+                self.lost + (self.sink.dropped if isinstance(self.sink, ProcessSink) else 0)
+            ),
+        )
+        metrics.REMOTE.append(
+            lambda: self.sink.metrics if isinstance(self.sink, ProcessSink) else b""
+        )
+
+    # -- the recorder's answers -------------------------------------------------------------------
+
+    def _on_reply(self, msg: Any) -> None:
+        if isinstance(msg, Settle):
+            res = self._reservations.pop(msg.key, None)
+            if res is not None:
+                self.budgets.settle(res, msg.tokens, msg.usd)
+        elif isinstance(msg, Seen) and self.scorer is not None:
+            for action in msg.actions:
+                self.scorer.remember(msg.agent_id, action)
+
+    def _on_recorder_death(self, lost: int, waiting: list[Any]) -> None:
+        """Record in this process from now on, starting with what the child had not taken."""
+        assert self.settings is not None
+        self.lost += lost
+        metrics.REMOTE.clear()
+        url = self.settings.database_url or _embedded_url(self.settings.home)
+        sink = self._inline_sink(url)
+        # Reservations of calls that ended but whose End is gone with the child: settle them
+        # at their estimate rather than hold the budget forever.
+        open_keys = {c.key for c in self._calls.values()}
+        ending = {m.key for m in waiting if isinstance(m, End)}
+        for key in list(self._reservations):
+            if key not in open_keys and key not in ending:
+                res = self._reservations.pop(key)
+                self.budgets.settle(res, res.tokens, res.usd)
+        self.sink = sink
+        for msg in waiting:
+            sink.send(msg)
 
     # -- offline replay -------------------------------------------------------------------------
 
@@ -290,16 +334,16 @@ class Govrix:
                 flow.request.headers["x-govrix-agent"] = meta["agent_name"]
             if isinstance(meta.get("session_id"), str):
                 flow.request.headers["x-govrix-session"] = meta["session_id"]
-        self._request(flow)
-        call = self._calls.get(flow.id)
+        call = self._request(flow)
         if call is None:
             return False
+        self._calls.pop(flow.id, None)
+        if call.done:  # refused by a policy: its request event is all there is
+            return True
         if flow.response is not None:
-            self._response(flow, call, error=None)
+            self._end(flow, call, error=None)
         else:
-            self._response(
-                flow, call, error=flow.error.msg if flow.error else "no response captured"
-            )
+            self._end(flow, call, error=flow.error.msg if flow.error else "no response captured")
         return True
 
     # -- proxy credentials (explicit mode) --------------------------------------------------------
@@ -332,10 +376,11 @@ class Govrix:
             metrics.child(metrics.HOOK_ERRORS, "request").inc()
             log.exception("request hook failed; forwarding unrecorded")
         call = self._calls.get(flow.id)
-        if isinstance(call, Call):
+        if call is not None:
             call.hook_seconds += time.perf_counter() - t0
 
-    def _request(self, flow: http.HTTPFlow) -> None:
+    def _request(self, flow: http.HTTPFlow) -> Call | None:
+        """Identify, enforce, capture. The call when it is recorded (forwarded or refused)."""
         s = self.settings
         assert s is not None and self.identifier is not None
         req = flow.request
@@ -349,7 +394,7 @@ class Govrix:
             and (creds is None or creds[1] != s.proxy_token)
         ):
             flow.response = _proxy_auth_required()
-            return
+            return None
         host = req.host
         if not host or host[0].isdigit() or ":" in host:
             host = req.pretty_host  # an address (transparent mode): the Host header names it
@@ -371,32 +416,48 @@ class Govrix:
         if found is None:
             found = self._mcp_match(req)
         if found is None:
-            return  # neither an LLM call nor an MCP tool call: untouched, unrecorded
+            return None  # neither an LLM call nor an MCP tool call: untouched, unrecorded
         provider, endpoint = found
         session_id, _ = self.sessions.resolve(identity.agent_id, time.monotonic(), explicit_session)
         self._sight(identity, req.timestamp_start)
 
-        started = req.timestamp_start
-        body = _content(req)
-        info = (
-            provider.parse_request(endpoint, path, body)
-            if body is not None
-            else RequestInfo(
-                provider=provider.name, endpoint=endpoint, parse_error="undecodable request body"
-            )
+        raw = req.raw_content or b""
+        encoding = req.headers.get("content-encoding")
+        body: bytes | None = raw
+        if encoding:  # rare for requests: decode here, the recorder gets plain bytes
+            body, encoding = _content(req), None
+        policies = len(self.policies.current) > 0
+        has_budget, needs_usd = (False, False) if self.replay else self.budgets.applies(
+            identity.agent_id
         )
-        if info.parse_error:
-            metrics.child(metrics.PARSE_ERRORS, provider.name, "request").inc()
+        # Parse inline only what enforcement or streaming needs; the recorder parses the rest.
+        must_parse = (
+            policies
+            or has_budget
+            or provider is MCP
+            or "stream" in path.lower()
+            or (body is not None and b'"stream"' in body)
+        )
+        info: RequestInfo | None = None
+        if must_parse:
+            info = (
+                provider.parse_request(endpoint, path, body)
+                if body is not None
+                else RequestInfo(
+                    provider=provider.name,
+                    endpoint=endpoint,
+                    parse_error="undecodable request body",
+                )
+            )
         call = Call(
+            key=ids.event_id(),
             provider=provider,
             endpoint=endpoint,
             identity=identity,
             session_id=session_id,
-            request_event_id=ids.event_id(),
+            started=req.timestamp_start,
+            request_bytes=len(raw),
             info=info,
-            compliance_tag="default",
-            started=started,
-            request_bytes=len(req.raw_content or b""),
         )
         self._calls[flow.id] = call
         # Serializable breadcrumbs: a capture (``-w``) of this proxy can be replayed as itself.
@@ -406,48 +467,52 @@ class Govrix:
             "identity_kind": identity.kind,
             "session_id": session_id,
             "host": host,
-            "request_event_id": call.request_event_id,
+            "request_event_id": call.key,
         }
 
         verdict = ALLOW if self.replay else self.agents.decide(identity.agent_id)
         if verdict != ALLOW:
-            self._refuse(flow, call, verdict)
-            return
+            self._refuse(flow, call, path, body, verdict)
+            return call
 
-        findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
+        findings: list[pii.Finding] | None = None
         if provider is MCP and body is not None:
             self._score_mcp(call, body, host, req.port)
 
-        if len(self.policies.current):
-            ctx_ = self._policy_context(
-                call, "request", findings, info.estimated_prompt_tokens, None
+        if policies:
+            assert info is not None
+            findings = pii.scan_segments(info.text) if s.pii_scan and info.text else []
+            decision = self.policies.evaluate(
+                self._policy_context(call, info, "request", findings, info.estimated_prompt_tokens)
             )
-            decision = self.policies.evaluate(ctx_)
             call.compliance_tag = decision.compliance_tag
-            self._note_decision(call, "request", decision)
+            note_decision(call.policy_decisions, "request", decision)
             if decision.block is not None:
                 rule = decision.block.rule
                 message = decision.block.message or f"blocked by policy rule {rule}"
                 self._deny(
                     flow,
                     call,
+                    path,
+                    body,
                     403,
                     "policy_blocked",
                     message,
                     extra={"rule": rule},
                     findings=findings,
                 )
-                return
+                return call
             if decision.redact and findings and body is not None:
                 body = self._redact(req, body, call)
 
-        if not self.replay and not self._reserve(flow, call, findings):
-            return
+        if has_budget and not self._reserve(flow, call, path, body, needs_usd, findings):
+            return call
 
-        if info.stream and body is not None:
+        if info is not None and info.stream and body is not None:
             new_body = provider.inject_stream_usage(endpoint, body)
             if new_body is not None:
                 req.content = new_body
+                body = new_body
 
         up = s.upstreams.get(provider.name)
         if up is not None and not self.replay:
@@ -456,26 +521,69 @@ class Govrix:
                 req.path = up.path_prefix + req.path
 
         metrics.child(metrics.REQUESTS, provider.name, "forwarded").inc()
-        # the request event is not on the forwarding path: record it after the hook returns
-        self._after_send(self._emit_request, call, findings, None, None)
+        self._begin(call, path, body, encoding, findings)
+        return call
 
-    def _refuse(self, flow: http.HTTPFlow, call: Call, verdict: str) -> None:
+    def _begin(
+        self,
+        call: Call,
+        path: str,
+        body: bytes | None,
+        encoding: str | None,
+        findings: list[pii.Finding] | None,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Hand the request over to the recorder (it becomes the request event)."""
+        assert self.sink is not None
+        ident = call.identity
+        self.sink.send(
+            Begin(
+                key=call.key,
+                provider=call.provider.name,
+                endpoint=call.endpoint,
+                path=path,
+                agent_id=ident.agent_id,
+                agent_name=ident.name,
+                identity_kind=ident.kind,
+                source_ip=ident.source_ip,
+                session_id=call.session_id,
+                started=call.started,
+                body=body,
+                encoding=encoding,
+                request_bytes=call.request_bytes,
+                compliance_tag=call.compliance_tag,
+                policy_decisions=call.policy_decisions,
+                findings=findings,
+                tool_name=call.tool_name,
+                risk=summary(call.risk) if call.risk is not None else None,
+                status_code=status_code,
+                error=error,
+                reserved=call.reserved,
+            )
+        )
+
+    def _refuse(
+        self, flow: http.HTTPFlow, call: Call, path: str, body: bytes | None, verdict: str
+    ) -> None:
         name = call.identity.name
         if verdict == BLOCKED:
-            self._deny(
-                flow, call, 403, "agent_blocked", f"agent {name} is blocked by governance policy"
-            )
+            message = f"agent {name} is blocked by governance policy"
+            self._deny(flow, call, path, body, 403, "agent_blocked", message)
         elif verdict == RETIRED:
-            self._deny(flow, call, 403, "agent_retired", f"agent {name} is retired")
+            self._deny(flow, call, path, body, 403, "agent_retired", f"agent {name} is retired")
         else:
             assert verdict == UNAVAILABLE
             msg = "the agent table is not available and fail_mode is fail_closed"
-            self._deny(flow, call, 503, "governance_unavailable", msg)
+            self._deny(flow, call, path, body, 503, "governance_unavailable", msg)
 
     def _deny(
         self,
         flow: http.HTTPFlow,
         call: Call,
+        path: str,
+        body: bytes | None,
         status: int,
         code: str,
         message: str,
@@ -489,22 +597,23 @@ class Govrix:
         An MCP client gets a JSON-RPC error for its call instead, which it can surface to its
         model, rather than an HTTP error its transport may treat as a broken session.
         """
-        body: dict[str, Any] = {
+        doc: dict[str, Any] = {
             "error": code,
             "message": message,
             "agent_id": call.identity.agent_id,
         }
-        body |= extra or {}
+        doc |= extra or {}
         if call.risk is not None:
-            body |= {"risk_level": call.risk.risk_level, "score": call.risk.score}
+            doc |= {"risk_level": call.risk.risk_level, "score": call.risk.score}
         hdrs = {"content-type": "application/json", "x-govrix-decision": code} | (headers or {})
         if call.provider is MCP:
-            flow.response = http.Response.make(200, rpc_error(call.rpc_id, message, body), hdrs)
+            flow.response = http.Response.make(200, rpc_error(call.rpc_id, message, doc), hdrs)
         else:
-            flow.response = http.Response.make(status, _json.encode(body), hdrs)
+            flow.response = http.Response.make(status, _json.encode(doc), hdrs)
         metrics.child(metrics.REQUESTS, call.provider.name, code).inc()
-        self._emit_request(call, findings or [], status_code=status, error=code)
         call.done = True
+        self._calls.pop(flow.id, None)
+        self._begin(call, path, body, None, findings, status_code=status, error=code)
 
     def _mcp_match(self, req: http.Request) -> tuple[Any, str] | None:
         """An MCP ``tools/call`` over HTTP: any JSON-RPC POST body that names the method."""
@@ -526,7 +635,7 @@ class Govrix:
         name = servers.get(f"{host.lower()}:{port}") or servers.get(host.lower())
         try:
             event, result = self.scorer.score_mcp(
-                event_id=call.request_event_id,
+                event_id=call.key,
                 agent_id=call.identity.agent_id,
                 session_id=call.session_id,
                 server=name or host,
@@ -539,88 +648,24 @@ class Govrix:
             log.exception("inline scoring of an MCP call failed; forwarding unscored")
             return
         call.risk = result
-        self._store_score(event, result)
-
-    def _score_tool_calls(
-        self, call: Call, rinfo: ResponseInfo, response_event_id: str
-    ) -> list[dict[str, Any]]:
-        """Score each tool call the model asked for (``tool:<name>:call``); never the arguments."""
-        out: list[dict[str, Any]] = []
-        for i, tc in enumerate(rinfo.tool_calls):
-            entry: dict[str, Any] = {
-                "name": tc.name,
-                "id": tc.id,
-                "arguments_bytes": len(tc.arguments),
-            }
-            if self.scorer is not None:
-                try:
-                    event, result = self.scorer.score_tool_call(
-                        event_id=f"{response_event_id}:tool{i}",
-                        agent_id=call.identity.agent_id,
-                        session_id=call.session_id,
-                        name=tc.name,
-                        arguments=tc.arguments,
-                        timestamp=datetime.now(UTC),
-                    )
-                    entry |= {"action": event.action} | summary(result)
-                    self._store_score(event, result)
-                except Exception:
-                    metrics.child(metrics.HOOK_ERRORS, "tool_score").inc()
-                    log.exception("inline scoring of a tool call failed")
-            out.append(entry)
-        return out
-
-    def _request_tools(self, call: Call) -> list[dict[str, Any]] | None:
-        """Tools offered to the model (LLM calls), or the MCP tool called and its risk verdict."""
-        if call.provider is MCP and call.tool_name is not None:
-            entry: dict[str, Any] = {"name": call.tool_name}
-            if call.risk is not None:
-                entry |= summary(call.risk)
-            return [entry]
-        return [{"name": t, "offered": True} for t in call.info.tools] or None
-
-    def _store_score(self, event: ActionEvent, result: ScoreResult) -> None:
-        if self.writer is None or self.settings is None:
-            return
-        customer = self.settings.proxy_customer_id
-        q = Engine.facts_for_history(event)
-        self.writer.record_score(
-            ScoreRow(
-                action=(
-                    customer,
-                    event.event_id,
-                    q.agent_id,
-                    event.session.session_id if event.session else None,
-                    event.action,
-                    q.server_key,
-                    q.resource_key,
-                    event.timestamp,
-                    msgspec.json.encode(event).decode(),
-                ),
-                score=(
-                    customer,
-                    event.event_id,
-                    result.score,
-                    result.risk_level,
-                    result.confidence,
-                    result.reasoning,
-                    msgspec.json.encode(result.violations).decode(),
-                    result.compliance_refs,
-                    result.mitigations,
-                    msgspec.json.encode(result.score_components).decode(),
-                    result.scoring_source,
-                    result.scorer_version,
-                ),
-            )
+        assert self.sink is not None
+        row = score_row(self.settings.proxy_customer_id, event, result)
+        self.sink.send(
+            Score(call.identity.agent_id, event.action, list(row.action), list(row.score))
         )
 
-    def _reserve(self, flow: http.HTTPFlow, call: Call, findings: list[pii.Finding]) -> bool:
+    def _reserve(
+        self,
+        flow: http.HTTPFlow,
+        call: Call,
+        path: str,
+        body: bytes | None,
+        needs_usd: bool,
+        findings: list[pii.Finding] | None,
+    ) -> bool:
         """Reserve the call's estimated usage against its budgets, or answer 429."""
+        assert self.settings is not None and call.info is not None
         agent = call.identity
-        has_budget, needs_usd = self.budgets.applies(agent.agent_id)
-        if not has_budget:
-            return True
-        assert self.settings is not None
         info = call.info
         completion = info.max_tokens or self.settings.default_completion_tokens
         tokens = info.estimated_prompt_tokens + completion
@@ -643,6 +688,8 @@ class Govrix:
             self._deny(
                 flow,
                 call,
+                path,
+                body,
                 429,
                 "budget_exceeded",
                 message,
@@ -651,45 +698,32 @@ class Govrix:
                 findings=findings,
             )
             return False
-        call.reservation = res
+        if res.keys:
+            self._reservations[call.key] = res
+            call.reserved = True
         return True
 
     def _policy_context(
         self,
         call: Call,
+        info: RequestInfo,
         direction: str,
         findings: list[pii.Finding],
         tokens: int | None,
-        cost: float | None,
     ) -> PolicyContext:
-        return PolicyContext(
+        return policy_context(
             agent_id=call.identity.agent_id,
             agent_name=call.identity.name,
-            model=call.info.model,
+            info=info,
             provider=call.provider.name,
             endpoint=call.endpoint,
-            token_count=tokens,
-            cost_usd=cost,
-            pii_detected=bool(findings),
-            pii_types=sorted({f.type for f in findings}),
-            tool_name=call.tool_name,
             direction=direction,
+            findings=findings,
+            tokens=tokens,
+            cost=None,
+            tool_name=call.tool_name,
             risk_level=call.risk.risk_level if call.risk is not None else None,
         )
-
-    def _note_decision(self, call: Call, phase: str, d: Decision) -> None:
-        if not d.matched:
-            return
-        note: dict[str, Any] = {"phase": phase, "matched": list(d.matched)}
-        if d.block is not None:
-            note["block"] = d.block.rule
-        if d.tags:
-            note["tags"] = list(d.tags)
-        if d.logs:
-            note["logs"] = list(d.logs)
-        if d.redact:
-            note["redact"] = True
-        call.policy_decisions.append(note)
 
     def _redact(self, req: http.Request, body: bytes, call: Call) -> bytes:
         """Replace detected PII in the forwarded JSON body; the event keeps types and counts."""
@@ -704,55 +738,22 @@ class Govrix:
             call.policy_decisions[-1]["redacted"] = n
         return body
 
-    def _emit_request(
-        self, call: Call, findings: list[pii.Finding], status_code: int | None, error: str | None
-    ) -> None:
-        info = call.info
-        ev = Event(
-            id=call.request_event_id,
-            agent_id=call.identity.agent_id,
-            session_id=call.session_id,
-            timestamp=_ts(call.started),
-            direction="request",
-            provider=call.provider.name,
-            endpoint=call.endpoint,
-            model=info.model,
-            prompt_tokens=info.estimated_prompt_tokens or None,
-            usage_source="estimated" if info.estimated_prompt_tokens else "missing",
-            status_code=status_code,
-            compliance_tag=call.compliance_tag,
-            pii_detected=bool(findings),
-            pii_types=sorted({f.type for f in findings}),
-            pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
-            tool_calls=self._request_tools(call),
-            policy_decisions=call.policy_decisions or None,
-            error=error,
-            parse_error=info.parse_error,
-            request_bytes=call.request_bytes,
-        )
-        self._record(ev)
-
     # -- response -------------------------------------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call = self._calls.get(flow.id)
-        if not isinstance(call, Call) or call.done or flow.response is None:
+        if call is None or call.done or flow.response is None:
             return
         t0 = time.perf_counter()
         try:
             resp = flow.response
             ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            streamed = ctype in STREAM_TYPES or (call.info.stream and 200 <= resp.status_code < 300)
-            if streamed:
-                parser = call.provider.stream_parser(
-                    call.endpoint, ctype, resp.headers.get("content-encoding")
-                )
-                if self.settings is not None and self.settings.pii_scan:
-                    scanner = pii.StreamScanner()
-                    call.scanner = scanner
-                    parser.text_delta_callback = scanner.feed
-                call.parser = parser
-                resp.stream = Tee(call)
+            stream_request = call.info is not None and call.info.stream
+            if ctype in STREAM_TYPES or (stream_request and 200 <= resp.status_code < 300):
+                assert self.sink is not None
+                self.sink.send(Stream(call.key, ctype, resp.headers.get("content-encoding")))
+                call.streamed = True
+                resp.stream = Tee(call, self.sink)
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "responseheaders").inc()
             log.exception("responseheaders hook failed")
@@ -762,32 +763,14 @@ class Govrix:
         call = self._calls.pop(flow.id, None)
         if call is None or call.done:
             return
-        call.done = True  # from here on the flow belongs to the deferred recording below
-        # mitmproxy sends a buffered response only when this hook returns: parse, cost, scan and
-        # record right after it has gone out, on the same loop (so chain order is kept).
-        self._after_send(self._record_response, flow, call)
-
-    def _record_response(self, flow: http.HTTPFlow, call: Call) -> None:
         t0 = time.perf_counter()
         try:
-            self._response(flow, call, error=None)
+            self._end(flow, call, error=None)
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "response").inc()
             log.exception("response hook failed")
         call.hook_seconds += time.perf_counter() - t0
         metrics.ADDED_LATENCY.observe(call.hook_seconds)
-
-    def _after_send(self, fn: Any, *args: Any) -> None:
-        """Run ``fn`` on the proxy's loop once the current hook has returned (at once offline)."""
-        if self.replay:
-            fn(*args)
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            fn(*args)
-            return
-        loop.call_soon(fn, *args)
 
     def error(self, flow: http.HTTPFlow) -> None:
         """Upstream failure or a client that went away mid-stream: still one response event."""
@@ -795,108 +778,43 @@ class Govrix:
         if call is None or call.done:
             return
         try:
-            self._response(flow, call, error=flow.error.msg if flow.error else "flow error")
+            self._end(flow, call, error=flow.error.msg if flow.error else "flow error")
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "error").inc()
             log.exception("error hook failed")
 
-    def _response(self, flow: http.HTTPFlow, call: Call, *, error: str | None) -> None:
+    def _end(self, flow: http.HTTPFlow, call: Call, *, error: str | None) -> None:
+        """Hand the response (or the error) over to the recorder."""
         call.done = True
-        self._calls.pop(flow.id, None)
+        assert self.sink is not None
         resp = flow.response
-        s = self.settings
-        assert s is not None
-        findings: list[pii.Finding] = []
-        if call.parser is not None:
-            rinfo = call.parser.finish()
-            if call.scanner is not None:
-                findings = call.scanner.findings("$.response.text")
-        elif resp is not None and resp.stream is False and error is None:
-            call.response_bytes = len(resp.raw_content or b"")
-            body = _content(resp)
-            if body is None:
-                rinfo = ResponseInfo(parse_error="undecodable response body")
-            else:
-                ctype = resp.headers.get("content-type", "")
-                rinfo = call.provider.parse_response(call.endpoint, body, ctype)
-            if s.pii_scan and rinfo.text:
-                findings = pii.scan_segments([("$.response.text", rinfo.text)])
+        body: bytes | None = None
+        if call.streamed:
+            body = b"".join(call.chunks)
+            call.chunks.clear()
+            size = call.response_bytes
+        elif resp is not None and error is None:
+            body = resp.raw_content or b""
+            size = len(body)
         else:
-            rinfo = ResponseInfo()
-        if s.pii_scan and rinfo.tool_calls:
-            findings += pii.scan_segments(
-                (f"$.response.tool_calls[{i}].arguments", tc.arguments)
-                for i, tc in enumerate(rinfo.tool_calls)
+            size = call.response_bytes
+        end = (resp.timestamp_end if resp is not None else None) or time.time()
+        self.sink.send(
+            End(
+                key=call.key,
+                status_code=resp.status_code if resp is not None else None,
+                content_type=resp.headers.get("content-type", "") if resp is not None else "",
+                encoding=resp.headers.get("content-encoding") if resp is not None else None,
+                body=body,
+                response_bytes=size,
+                first_byte=call.first_byte,
+                response_start=resp.timestamp_start if resp is not None else None,
+                end=end,
+                error=error,
             )
-        if rinfo.parse_error:
-            metrics.child(metrics.PARSE_ERRORS, call.provider.name, "response").inc()
-        usage = fill_prompt_estimate(rinfo.usage, call.info.estimated_prompt_tokens)
-        model = rinfo.model or call.info.model
-        status = resp.status_code if resp is not None else None
-        # Failed calls are not billed; an estimate is only priced for a call that succeeded.
-        billable = usage.source == "reported" or (
-            usage.source == "estimated" and status is not None and status < 400
         )
-        cost = cost_usd(call.provider.name, model, usage) if billable else None
-        if call.reservation is not None:
-            self.budgets.settle(call.reservation, usage.total_tokens or 0, cost)
-            call.reservation = None
-        if len(self.policies.current):
-            ctx_ = self._policy_context(call, "response", findings, usage.total_tokens, cost)
-            d = self.policies.evaluate(ctx_)
-            if d.tags:
-                call.compliance_tag = d.compliance_tag
-            self._note_decision(call, "response", d)
-        end = (
-            resp.timestamp_end if resp is not None and resp.timestamp_end else None
-        ) or time.time()
-        first = call.first_byte or (resp.timestamp_start if resp is not None else None)
-        response_id = ids.event_id()
-        ev = Event(
-            id=response_id,
-            parent_id=call.request_event_id,
-            agent_id=call.identity.agent_id,
-            session_id=call.session_id,
-            timestamp=_ts(end),
-            direction="response",
-            provider=call.provider.name,
-            endpoint=call.endpoint,
-            model=model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cached_tokens=usage.cached_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            usage_source=usage.source,
-            cost_usd=cost,
-            status_code=status,
-            latency_ms=round((end - call.started) * 1000, 3),
-            ttfb_ms=round((first - call.started) * 1000, 3) if first else None,
-            compliance_tag=call.compliance_tag,
-            pii_detected=bool(findings),
-            pii_types=sorted({f.type for f in findings}),
-            pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
-            tool_calls=self._score_tool_calls(call, rinfo, response_id) or None,
-            policy_decisions=call.policy_decisions or None,
-            error=error or rinfo.error,
-            parse_error=rinfo.parse_error,
-            request_bytes=call.request_bytes,
-            response_bytes=call.response_bytes,
-        )
-        self._record(ev)
-        metrics.child(metrics.UPSTREAM_LATENCY, call.provider.name).observe(end - call.started)
-        if first:
-            metrics.child(metrics.TTFB, call.provider.name).observe(first - call.started)
-        metrics.child(metrics.BYTES, "request").inc(call.request_bytes)
-        metrics.child(metrics.BYTES, "response").inc(call.response_bytes)
 
-    # -- recording ------------------------------------------------------------------------------
-
-    def _record(self, ev: Event) -> None:
-        self.chain.seal(ev)
-        metrics.child(metrics.EVENTS, ev.direction).inc()
-        if self.writer is not None:
-            self.writer.enqueue(ev)
+    # -- agents ---------------------------------------------------------------------------------
 
     def _sight(self, identity: Identity, now: float) -> None:
         """Register an agent on first sight, and refresh last_seen_at at most once a minute."""
@@ -906,16 +824,10 @@ class Govrix:
         self._sighted[identity.agent_id] = now
         if not self.agents.known(identity.agent_id):
             self.agents.set_local(identity.agent_id, "active")
-        if self.writer is not None:
-            self.writer.sight_agent(
-                AgentSighting(
-                    identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now)
-                )
+        if self.sink is not None:
+            self.sink.send(
+                Sight(identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now))
             )
-
-
-def _stat(w: BatchWriter, name: str) -> Any:
-    return lambda: float(getattr(w.stats, name))
 
 
 def _content(msg: http.Message) -> bytes | None:

@@ -38,6 +38,7 @@ __all__ = [
     "detect_as",
     "fill_prompt_estimate",
     "get_provider",
+    "provider_by_name",
 ]
 
 #: Provider name for hosts configured as OpenAI-compatible without a name of their own.
@@ -83,6 +84,11 @@ _EXTRA: dict[str, OpenAICompatible] = {}
 def get_provider(name: str) -> Provider | None:
     """A built-in provider by name (or a configured OpenAI-compatible one already seen)."""
     return PROVIDERS.get(name) or _EXTRA.get(name)
+
+
+def provider_by_name(name: str) -> Provider:
+    """The provider ``detect`` returned under this name (an unknown name: OpenAI-compatible)."""
+    return get_provider(name) or _extra_provider(name)
 
 
 def _extra_provider(name: str) -> OpenAICompatible:

@@ -1,0 +1,330 @@
+"""How captures reach the recorder: a child process through a pipe, or a recorder in-process.
+
+``ProcessSink`` (the default for a live proxy) starts ``python -m addon.recorder`` and writes
+frames to its stdin without ever blocking the event loop: messages wait in an in-memory outbox
+until the pipe takes them (``add_writer``), and answers are read with ``add_reader``. If the child
+dies, the messages still in the outbox are handed back to the owner, who records them in-process
+from then on; those already in the pipe but not handled are counted and logged as lost.
+
+``InlineSink`` runs the recorder in the proxy's own process: at once (offline replay) or right
+after the current hook returns (``GOVRIX_RECORDER=inline``, or after the child died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from addon.capture import Deframer, ToProxy, ToRecorder, frame
+
+log = logging.getLogger("govrix.channel")
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Past this many bytes waiting for a stuck recorder, new captures are dropped (counted, logged).
+MAX_OUTBOX_BYTES = 256 * 1024 * 1024
+
+
+class InlineSink:
+    """The recorder in this process."""
+
+    mode = "inline"
+
+    def __init__(self, recorder: Any, *, deferred: bool) -> None:
+        self.recorder = recorder
+        self.deferred = deferred
+        self._queue: list[ToRecorder] = []
+        self._scheduled = False
+
+    def send(self, msg: ToRecorder) -> None:
+        if not self.deferred:
+            self.recorder.handle(msg)
+            return
+        self._queue.append(msg)
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._drain()
+                return
+            self._scheduled = True
+            loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        for msg in queue:
+            self.recorder.handle(msg)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return 0
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._drain()
+        self.recorder.stop()
+
+
+class ProcessSink:
+    """The recorder as a child process, fed through its stdin."""
+
+    mode = "process"
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        on_reply: Callable[[ToProxy], None],
+        on_death: Callable[[int, list[ToRecorder]], None],
+        config_file: str | None = None,
+    ) -> None:
+        self.env = dict(env)
+        self.on_reply = on_reply
+        self.on_death = on_death
+        self.config_file = config_file
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sent = 0  # messages accepted
+        self.written = 0  # messages wholly in the pipe
+        self.handled = 0  # messages the child reported handled
+        self.dropped = 0  # messages refused because the outbox was full
+        self.metrics = b""  # the child's latest metrics exposition
+        self.dead = False
+        self._frames: collections.deque[bytes] = collections.deque()
+        self._head = 0  # bytes of the first frame already written
+        self._backlog = 0
+        self._scheduled = False
+        self._writing = False
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deframer = Deframer(ToProxy)
+        self._in_fd = -1
+        self._out_fd = -1
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "addon.recorder"]
+        if self.config_file:
+            cmd += ["--config", self.config_file]
+        return cmd
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> ProcessSink:
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        self.proc = subprocess.Popen(
+            self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in_fd = self.proc.stdin.fileno()
+        self._out_fd = self.proc.stdout.fileno()
+        os.set_blocking(self._in_fd, False)
+        os.set_blocking(self._out_fd, False)
+        self._loop = loop
+        loop.add_reader(self._out_fd, self._readable)
+        log.info("recorder process started (pid %d)", self.proc.pid)
+        return self
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send(self, msg: ToRecorder) -> None:
+        data = frame(msg)
+        if self._backlog + len(data) > MAX_OUTBOX_BYTES:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "recorder backlog full (%d bytes): %d captures dropped so far",
+                    self._backlog,
+                    self.dropped,
+                )
+            return
+        self._frames.append(data)
+        self._backlog += len(data)
+        self.sent += 1
+        if not self._scheduled and not self._writing and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._backlog
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self.dead or self._writing:
+            return
+        if not self._write() and self._loop is not None and not self.dead:
+            self._writing = True
+            self._loop.add_writer(self._in_fd, self._writable)
+
+    def _writable(self) -> None:
+        if self._write() and self._loop is not None:
+            self._writing = False
+            self._loop.remove_writer(self._in_fd)
+
+    def _write_at_close(self) -> bool:
+        try:
+            self._write()
+        except Exception:
+            return False
+        return not self.dead
+
+    def _write(self) -> bool:
+        """Write what the pipe takes; True when the outbox is empty."""
+        frames = self._frames
+        while frames:
+            bufs: list[Any] = [frames[i] for i in range(min(len(frames), 512))]
+            if self._head:
+                bufs[0] = memoryview(bufs[0])[self._head :]
+            try:
+                n = os.writev(self._in_fd, bufs)
+            except BlockingIOError:
+                return False
+            except OSError as e:
+                if self._closing:
+                    log.error("recorder process gone at shutdown (%s): %d captures lost", e, len(frames))
+                    frames.clear()
+                    self._backlog = 0
+                else:
+                    self._died(f"writing to it failed: {e}")
+                return True
+            self._backlog -= n
+            total = n
+            while n and frames:
+                left = len(frames[0]) - self._head
+                if n >= left:
+                    n -= left
+                    frames.popleft()
+                    self._head = 0
+                    self.written += 1
+                else:
+                    self._head += n
+                    n = 0
+            if total < sum(len(b) for b in bufs):
+                return False
+        return True
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._out_fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self._died(f"reading from it failed: {e}")
+            return
+        if not data:
+            self._died("it closed its output")
+            return
+        self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            msgs = self._deframer.feed(data)
+        except msgspec.DecodeError:
+            log.exception("malformed answer from the recorder")
+            return
+        from addon.capture import Stats
+
+        for msg in msgs:
+            if isinstance(msg, Stats):
+                self.handled = msg.handled
+                self.metrics = msg.metrics
+            else:
+                self.on_reply(msg)
+
+    def _died(self, why: str) -> None:
+        if self.dead or self._closing:
+            return
+        self.dead = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self._out_fd)
+            with contextlib.suppress(Exception):
+                loop.remove_writer(self._in_fd)
+        code = self.proc.poll() if self.proc is not None else None
+        frames = list(self._frames)
+        partial = 1 if self._head else 0
+        if partial:
+            frames = frames[1:]
+        decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ToRecorder)
+        recovered = [decoder.decode(f[4:]) for f in frames]
+        lost = max(0, self.written - self.handled) + partial
+        self._frames.clear()
+        self._backlog = 0
+        log.error(
+            "recorder process died (%s, exit code %s): %d captures it had not handled are lost; "
+            "%d waiting ones are recorded in the proxy process from now on",
+            why,
+            code,
+            lost,
+            len(recovered),
+        )
+        if self.proc is not None:
+            with contextlib.suppress(Exception):
+                self.proc.kill()
+        self.on_death(lost, recovered)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Hand over everything, let the child drain its writer, collect its last answers."""
+        if self.proc is None or self.dead:
+            return
+        self._closing = True
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self._out_fd)
+            with contextlib.suppress(Exception):
+                loop.remove_writer(self._in_fd)
+        deadline = time.monotonic() + timeout
+        stdin_open = True
+        while True:
+            if stdin_open and not self._frames:
+                with contextlib.suppress(OSError):
+                    assert self.proc.stdin is not None
+                    self.proc.stdin.close()  # end of input: the child drains and exits
+                stdin_open = False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wfds = [self._in_fd] if stdin_open else []
+            try:
+                readable, writable, _ = select.select([self._out_fd], wfds, [], left)
+            except (OSError, ValueError):
+                break
+            if writable and not self._write_at_close():
+                break
+            if readable:
+                try:
+                    data = os.read(self._out_fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break  # the child is done
+                self._dispatch(data)
+        if self._frames:
+            log.error("recorder process did not take %d captures at shutdown", len(self._frames))
+        try:
+            self.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.error("recorder process did not finish within %.0fs: killed", timeout)
+            self.proc.kill()
+            self.proc.wait(5)
+        if self.handled < self.written:
+            log.error(
+                "recorder process handled %d of %d captures", self.handled, self.written
+            )

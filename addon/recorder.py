@@ -1,0 +1,587 @@
+"""The recorder: turns the proxy's raw captures into events, costs, scores and database rows.
+
+Everything about a call that does not decide its fate runs here, off the proxy's event loop:
+request and response parsing (buffered and streamed), PII scanning of what the hot path did not
+need, usage and cost, response-phase policy tags, scoring of the tool calls a model asked for,
+the lineage chain and the batch writer. The hot path (``addon/proxy.py``) sends ``Begin``,
+``Stream``/``Chunk``, ``End`` messages (``addon/capture.py``) in call order.
+
+By default the recorder runs as a child process of mitmdump (``python -m addon.recorder``): its
+CPU then runs beside the proxy's event loop instead of competing with it for one GIL. It reads
+frames on stdin, answers on stdout (budget settlements, tool actions, stats every second), logs to
+stderr, ignores SIGINT and stops at end of input after draining its writer. ``GOVRIX_RECORDER=
+inline`` (and offline replay) runs the same class inside the proxy process instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from addon import config as config_mod
+from addon import ids, lineage, metrics, pii
+from addon.capture import (
+    Begin,
+    Chunk,
+    Deframer,
+    End,
+    Score,
+    Seen,
+    Settle,
+    Sight,
+    Stats,
+    Stream,
+    ToProxy,
+    ToRecorder,
+    frame,
+)
+from addon.event import Event
+from addon.mcp import MCP, InlineScorer, summary
+from addon.policy import Decision, PolicyContext, PolicyStore
+from addon.pricing import cost_usd
+from addon.providers import (
+    Provider,
+    RequestInfo,
+    ResponseInfo,
+    StreamParser,
+    fill_prompt_estimate,
+    provider_by_name,
+)
+from addon.writer import AgentSighting, BatchWriter, ScoreRow
+from api.scoring import ActionEvent, Engine, ScoreResult
+
+log = logging.getLogger("govrix.recorder")
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def decode_body(body: bytes | None, encoding: str | None) -> bytes | None:
+    """``body`` without its content-encoding; None when the encoding is broken or unknown."""
+    if body is None or not encoding or not body:
+        return body
+    from mitmproxy.net import encoding as enc
+
+    try:
+        out = enc.decode(body, encoding)
+    except ValueError:
+        return None
+    return out if isinstance(out, bytes) else None
+
+
+def policy_context(
+    *,
+    agent_id: str,
+    agent_name: str,
+    info: RequestInfo,
+    provider: str,
+    endpoint: str,
+    direction: str,
+    findings: list[pii.Finding],
+    tokens: int | None,
+    cost: float | None,
+    tool_name: str | None,
+    risk_level: str | None,
+) -> PolicyContext:
+    return PolicyContext(
+        agent_id=agent_id,
+        agent_name=agent_name,
+        model=info.model,
+        provider=provider,
+        endpoint=endpoint,
+        token_count=tokens,
+        cost_usd=cost,
+        pii_detected=bool(findings),
+        pii_types=sorted({f.type for f in findings}),
+        tool_name=tool_name,
+        direction=direction,
+        risk_level=risk_level,
+    )
+
+
+def note_decision(decisions: list[dict[str, Any]], phase: str, d: Decision) -> None:
+    """What a policy decided, as kept in the event's ``policy_decisions``."""
+    if not d.matched:
+        return
+    note: dict[str, Any] = {"phase": phase, "matched": list(d.matched)}
+    if d.block is not None:
+        note["block"] = d.block.rule
+    if d.tags:
+        note["tags"] = list(d.tags)
+    if d.logs:
+        note["logs"] = list(d.logs)
+    if d.redact:
+        note["redact"] = True
+    decisions.append(note)
+
+
+def score_row(customer: str, event: ActionEvent, result: ScoreResult) -> ScoreRow:
+    """The ``actions`` and ``scores`` rows of an inline score."""
+    q = Engine.facts_for_history(event)
+    return ScoreRow(
+        action=(
+            customer,
+            event.event_id,
+            q.agent_id,
+            event.session.session_id if event.session else None,
+            event.action,
+            q.server_key,
+            q.resource_key,
+            event.timestamp,
+            msgspec.json.encode(event).decode(),
+        ),
+        score=(
+            customer,
+            event.event_id,
+            result.score,
+            result.risk_level,
+            result.confidence,
+            result.reasoning,
+            msgspec.json.encode(result.violations).decode(),
+            result.compliance_refs,
+            result.mitigations,
+            msgspec.json.encode(result.score_components).decode(),
+            result.scoring_source,
+            result.scorer_version,
+        ),
+    )
+
+
+@dataclass(slots=True)
+class _Call:
+    """A call between its ``Begin`` and its ``End``."""
+
+    begin: Begin
+    provider: Provider
+    info: RequestInfo
+    compliance_tag: str
+    policy_decisions: list[dict[str, Any]]
+    parser: StreamParser | None = None
+    scanner: pii.StreamScanner | None = None
+    streamed: bool = False
+
+
+#: Calls whose End never came (a proxy that lost track of a flow) are forgotten past this many.
+MAX_OPEN_CALLS = 100_000
+
+
+class Recorder:
+    """Handles the messages of ``addon/capture.py``; ``reply`` carries answers to the proxy."""
+
+    def __init__(
+        self,
+        settings: config_mod.Settings,
+        *,
+        reply: Callable[[ToProxy], None],
+        database_url: str | None = None,
+        scorer: InlineScorer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.reply = reply
+        self.database_url = database_url
+        self.scorer = scorer
+        self.policies = PolicyStore()
+        self.chain = lineage.Chain()
+        self.writer: BatchWriter | None = None
+        self.handled = 0
+        self._calls: dict[str, _Call] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Recorder:
+        s = self.settings
+        if s.policy_file is not None:
+            store = PolicyStore(s.policy_file)
+            try:
+                store.load()
+            except Exception as e:  # the proxy checked the file at start; keep recording
+                log.error("policy file rejected by the recorder: %s", e)
+            self.policies = store
+        if self.scorer is None:
+            self.scorer = InlineScorer(Engine.load())
+        url = self.database_url
+        if not url:
+            log.warning(
+                "no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only"
+            )
+        self.writer = BatchWriter(
+            url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days
+        )
+        self.writer.start()
+        self._export_metrics()
+        return self
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+
+    def tick(self) -> None:
+        """Once a second: pick up an edited policy file."""
+        try:
+            self.policies.maybe_reload()
+        except Exception:
+            log.exception("policy reload failed")
+
+    def _export_metrics(self) -> None:
+        w = self.writer
+        assert w is not None
+        live = metrics.LIVE
+        live.gauges["govrix_writer_buffer_depth"] = (
+            "Events waiting in the ring buffer.",
+            lambda: w.stats.depth(),
+        )
+        live.gauges["govrix_writer_spool_bytes"] = (
+            "Bytes waiting in the spool.",
+            lambda: w.stats.spool_bytes(),
+        )
+        for name in ("enqueued", "written", "spooled", "replayed", "dropped", "rejected"):
+            live.counters[f"govrix_writer_{name}"] = (
+                f"Events {name} by the writer.",
+                _stat(w, name),
+            )
+        from addon import pricing
+
+        live.labelled.append(
+            (
+                "govrix_unknown_model",
+                "Calls whose model has no known price (cost_usd is null).",
+                ["provider", "model"],
+                lambda: {k: float(v) for k, v in pricing.UNKNOWN_MODEL_COUNT.items()},
+            )
+        )
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def handle(self, msg: ToRecorder) -> None:
+        """One message; a failure is counted and logged, never raised (the next one goes on)."""
+        self.handled += 1
+        try:
+            if isinstance(msg, Chunk):
+                self._chunk(msg)
+            elif isinstance(msg, Begin):
+                self._begin(msg)
+            elif isinstance(msg, End):
+                self._end(msg)
+            elif isinstance(msg, Stream):
+                self._stream(msg)
+            elif isinstance(msg, Sight):
+                if self.writer is not None:
+                    self.writer.sight_agent(
+                        AgentSighting(
+                            msg.agent_id, msg.name, msg.source_ip, msg.identity_kind, msg.last_seen_at
+                        )
+                    )
+            elif isinstance(msg, Score):
+                if self.scorer is not None:
+                    self.scorer.remember(msg.agent_id, msg.action_name)
+                if self.writer is not None:
+                    self.writer.record_score(ScoreRow(tuple(msg.action), tuple(msg.score)))
+        except Exception:
+            metrics.child(metrics.HOOK_ERRORS, "recorder").inc()
+            log.exception("recording a %s message failed", type(msg).__name__)
+
+    def _begin(self, b: Begin) -> None:
+        provider = MCP if b.provider == MCP.name else provider_by_name(b.provider)
+        body = decode_body(b.body, b.encoding)
+        if body is None:
+            info = RequestInfo(
+                provider=provider.name, endpoint=b.endpoint, parse_error="undecodable request body"
+            )
+        else:
+            info = provider.parse_request(b.endpoint, b.path, body)
+        if info.parse_error:
+            metrics.child(metrics.PARSE_ERRORS, provider.name, "request").inc()
+        findings = b.findings
+        if findings is None:
+            findings = pii.scan_segments(info.text) if self.settings.pii_scan and info.text else []
+        if provider is MCP and b.tool_name is not None:
+            entry: dict[str, Any] = {"name": b.tool_name} | (b.risk or {})
+            tools: list[dict[str, Any]] | None = [entry]
+        else:
+            tools = [{"name": t, "offered": True} for t in info.tools] or None
+        self._record(
+            Event(
+                id=b.key,
+                agent_id=b.agent_id,
+                session_id=b.session_id,
+                timestamp=_ts(b.started),
+                direction="request",
+                provider=provider.name,
+                endpoint=b.endpoint,
+                model=info.model,
+                prompt_tokens=info.estimated_prompt_tokens or None,
+                usage_source="estimated" if info.estimated_prompt_tokens else "missing",
+                status_code=b.status_code,
+                compliance_tag=b.compliance_tag,
+                pii_detected=bool(findings),
+                pii_types=sorted({f.type for f in findings}),
+                pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
+                tool_calls=tools,
+                policy_decisions=b.policy_decisions or None,
+                error=b.error,
+                parse_error=info.parse_error,
+                request_bytes=b.request_bytes,
+            )
+        )
+        if b.status_code is None:  # forwarded: its End follows
+            if len(self._calls) >= MAX_OPEN_CALLS:
+                log.error("%d calls without an end: forgetting them", len(self._calls))
+                self._calls.clear()
+            self._calls[b.key] = _Call(b, provider, info, b.compliance_tag, b.policy_decisions)
+
+    def _stream(self, m: Stream) -> None:
+        call = self._calls.get(m.key)
+        if call is None:
+            return
+        parser = call.provider.stream_parser(call.begin.endpoint, m.content_type, m.encoding)
+        if self.settings.pii_scan:
+            scanner = pii.StreamScanner()
+            call.scanner = scanner
+            parser.text_delta_callback = scanner.feed
+        call.parser = parser
+        call.streamed = True
+
+    def _feed(self, call: _Call, data: bytes) -> None:
+        if call.parser is None or not data:
+            return
+        try:
+            call.parser.feed(data)
+        except Exception:  # the stream went through anyway; record what we have
+            metrics.child(metrics.HOOK_ERRORS, "stream").inc()
+            log.exception("stream parser failed; the rest of the stream is not parsed")
+            call.parser = None
+
+    def _chunk(self, m: Chunk) -> None:
+        call = self._calls.get(m.key)
+        if call is not None:
+            self._feed(call, m.data)
+
+    def _end(self, e: End) -> None:
+        call = self._calls.pop(e.key, None)
+        if call is None:
+            return
+        b = call.begin
+        s = self.settings
+        provider = call.provider
+        findings: list[pii.Finding] = []
+        if call.parser is not None and e.body:
+            self._feed(call, e.body)
+        if call.parser is not None:
+            rinfo = call.parser.finish()
+            if call.scanner is not None:
+                findings = call.scanner.findings("$.response.text")
+        elif not call.streamed and e.body is not None and e.error is None:
+            body = decode_body(e.body, e.encoding)
+            if body is None:
+                rinfo = ResponseInfo(parse_error="undecodable response body")
+            else:
+                rinfo = provider.parse_response(b.endpoint, body, e.content_type)
+            if s.pii_scan and rinfo.text:
+                findings = pii.scan_segments([("$.response.text", rinfo.text)])
+        else:
+            rinfo = ResponseInfo()
+        if s.pii_scan and rinfo.tool_calls:
+            findings += pii.scan_segments(
+                (f"$.response.tool_calls[{i}].arguments", tc.arguments)
+                for i, tc in enumerate(rinfo.tool_calls)
+            )
+        if rinfo.parse_error:
+            metrics.child(metrics.PARSE_ERRORS, provider.name, "response").inc()
+        usage = fill_prompt_estimate(rinfo.usage, call.info.estimated_prompt_tokens)
+        model = rinfo.model or call.info.model
+        status = e.status_code
+        # Failed calls are not billed; an estimate is only priced for a call that succeeded.
+        billable = usage.source == "reported" or (
+            usage.source == "estimated" and status is not None and status < 400
+        )
+        cost = cost_usd(provider.name, model, usage) if billable else None
+        if b.reserved:
+            self.reply(Settle(b.key, usage.total_tokens or 0, cost))
+        decisions = call.policy_decisions
+        tag = call.compliance_tag
+        if len(self.policies.current):
+            d = self.policies.evaluate(
+                policy_context(
+                    agent_id=b.agent_id,
+                    agent_name=b.agent_name,
+                    info=call.info,
+                    provider=provider.name,
+                    endpoint=b.endpoint,
+                    direction="response",
+                    findings=findings,
+                    tokens=usage.total_tokens,
+                    cost=cost,
+                    tool_name=b.tool_name,
+                    risk_level=(b.risk or {}).get("risk_level"),
+                )
+            )
+            if d.tags:
+                tag = d.compliance_tag
+            note_decision(decisions, "response", d)
+        end = e.end
+        first = e.first_byte or e.response_start
+        response_id = ids.event_id()
+        self._record(
+            Event(
+                id=response_id,
+                parent_id=b.key,
+                agent_id=b.agent_id,
+                session_id=b.session_id,
+                timestamp=_ts(end),
+                direction="response",
+                provider=provider.name,
+                endpoint=b.endpoint,
+                model=model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cached_tokens=usage.cached_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                usage_source=usage.source,
+                cost_usd=cost,
+                status_code=status,
+                latency_ms=round((end - b.started) * 1000, 3),
+                ttfb_ms=round((first - b.started) * 1000, 3) if first else None,
+                compliance_tag=tag,
+                pii_detected=bool(findings),
+                pii_types=sorted({f.type for f in findings}),
+                pii_findings=[msgspec.structs.asdict(f) for f in findings] or None,
+                tool_calls=self._score_tool_calls(b, rinfo, response_id) or None,
+                policy_decisions=decisions or None,
+                error=e.error or rinfo.error,
+                parse_error=rinfo.parse_error,
+                request_bytes=b.request_bytes,
+                response_bytes=e.response_bytes,
+            )
+        )
+        metrics.child(metrics.UPSTREAM_LATENCY, provider.name).observe(end - b.started)
+        if first:
+            metrics.child(metrics.TTFB, provider.name).observe(first - b.started)
+        metrics.child(metrics.BYTES, "request").inc(b.request_bytes)
+        metrics.child(metrics.BYTES, "response").inc(e.response_bytes)
+
+    def _score_tool_calls(
+        self, b: Begin, rinfo: ResponseInfo, response_event_id: str
+    ) -> list[dict[str, Any]]:
+        """Score each tool call the model asked for (``tool:<name>:call``); never the arguments."""
+        out: list[dict[str, Any]] = []
+        actions: list[str] = []
+        for i, tc in enumerate(rinfo.tool_calls):
+            entry: dict[str, Any] = {
+                "name": tc.name,
+                "id": tc.id,
+                "arguments_bytes": len(tc.arguments),
+            }
+            if self.scorer is not None:
+                try:
+                    event, result = self.scorer.score_tool_call(
+                        event_id=f"{response_event_id}:tool{i}",
+                        agent_id=b.agent_id,
+                        session_id=b.session_id,
+                        name=tc.name,
+                        arguments=tc.arguments,
+                        timestamp=datetime.now(UTC),
+                    )
+                    entry |= {"action": event.action} | summary(result)
+                    actions.append(event.action)
+                    if self.writer is not None:
+                        self.writer.record_score(
+                            score_row(self.settings.proxy_customer_id, event, result)
+                        )
+                except Exception:
+                    metrics.child(metrics.HOOK_ERRORS, "tool_score").inc()
+                    log.exception("inline scoring of a tool call failed")
+            out.append(entry)
+        if actions:
+            self.reply(Seen(b.agent_id, actions))
+        return out
+
+    def _record(self, ev: Event) -> None:
+        self.chain.seal(ev)
+        metrics.child(metrics.EVENTS, ev.direction).inc()
+        if self.writer is not None:
+            self.writer.enqueue(ev)
+
+
+def _stat(w: BatchWriter, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(w.stats, name))
+
+
+# -- the child process ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m addon.recorder", description=__doc__)
+    ap.add_argument("--config", default="", help="the proxy's GOVRIX_CONFIG file, if any")
+    ap.add_argument("--database-url", default="", help="where events go (default: settings)")
+    args = ap.parse_args(argv)
+    # The proxy decides when we stop (end of input); a Ctrl-C to the process group must not cut
+    # the drain short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="govrix-recorder %(levelname)s %(name)s: %(message)s",
+    )
+    # stdout carries frames: keep stray prints of any library off it.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    in_fd = sys.stdin.fileno()
+
+    def reply(msg: ToProxy) -> None:
+        data = memoryview(frame(msg))
+        try:
+            while data:
+                n = os.write(out_fd, data)
+                data = data[n:]
+        except OSError:  # the proxy is gone: keep draining into the database regardless
+            pass
+
+    settings = config_mod.load(config_file=args.config or None)
+    rec = Recorder(
+        settings, reply=reply, database_url=args.database_url or settings.database_url
+    ).start()
+    deframer = Deframer(ToRecorder)
+    next_tick = 0.0
+    try:
+        while True:
+            ready, _, _ = select.select([in_fd], [], [], 0.5)
+            if ready:
+                data = os.read(in_fd, 1 << 20)
+                if not data:
+                    break
+                for msg in deframer.feed(data):
+                    rec.handle(msg)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + 1.0
+                rec.tick()
+                reply(Stats(rec.handled, _exposition()))
+    finally:
+        if deframer.pending:
+            log.error("input ended inside a message (%d bytes): the proxy died", deframer.pending)
+        rec.stop()
+        reply(Stats(rec.handled, _exposition()))
+    return 0
+
+
+def _exposition() -> bytes:
+    from prometheus_client import generate_latest
+
+    return generate_latest(metrics.REGISTRY)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
