@@ -16,12 +16,14 @@ what fits, plus the difference between estimates and reality of one in-flight re
 from __future__ import annotations
 
 import calendar
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import msgspec
 import psycopg
@@ -133,6 +135,7 @@ class Budgets:
         self.stats = BudgetStats()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection[Any] | None = None
         self.loaded = conninfo is None
 
     # -- hot path -------------------------------------------------------------------------------
@@ -219,6 +222,7 @@ class Budgets:
             self._thread = None
         if self.conninfo:
             self._sync_once_safely()  # the last settled usage goes to the database
+        self._close()
 
     def wait_loaded(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -244,11 +248,31 @@ class Budgets:
         self.stats.last_error = msg
         self.stats.sync_errors += 1
 
-    def _reload_specs(self) -> None:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """One connection kept across syncs (a new one each second would cost an authentication
+        handshake each time); dropped on any error and made again at the next sync."""
         assert self.conninfo is not None
-        with psycopg.connect(
-            self.conninfo, connect_timeout=5, application_name="govrix-budgets"
-        ) as conn:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.conninfo, connect_timeout=5, application_name="govrix-budgets"
+            )
+        try:
+            yield self._conn
+        except psycopg.Error:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+            raise
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _reload_specs(self) -> None:
+        with self._connection() as conn, conn.transaction():
             rows = conn.execute(
                 "SELECT agent_id, period, metric, limit_value FROM budgets WHERE enabled"
             ).fetchall()
@@ -269,12 +293,7 @@ class Budgets:
             deltas = dict(self._inflight)
         today = datetime.now(UTC).date()
         try:
-            with (
-                psycopg.connect(
-                    self.conninfo, connect_timeout=5, application_name="govrix-budgets"
-                ) as conn,
-                conn.transaction(),
-            ):
+            with self._connection() as conn, conn.transaction():
                 if deltas:
                     conn.cursor().executemany(
                         "INSERT INTO budget_usage (usage_key, period, period_start, tokens, usd) "
