@@ -188,14 +188,17 @@ def test_killed_database_connections_do_not_stop_traffic(make_proxy: Callable[..
         assert http.post(URL, json=body()).status_code == 200
         wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
                                       "AND datname = current_database()"))
-        killed = sql(module_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        killed = sql(module_dsn, "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                               "AND application_name IN ('govrix-agents', 'govrix-writer', 'govrix-budgets')")
         assert killed
+        gone = [r[0] for r in killed]
         for _ in range(20):
             assert http.post(URL, json=body()).status_code == 200
-        # the listener is back by itself, and the kill switch works through it again
+        # the listener is back by itself (a new backend: a terminated one lingers for a moment),
+        # and the kill switch works through it again
         wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
-                                      "AND datname = current_database()"), timeout=10)
+                                      "AND datname = current_database() AND state = 'idle' AND pid <> ALL(%s)", (gone,)),
+                 timeout=10)
         sql(module_dsn, "UPDATE agents SET status = 'blocked' WHERE id = %s", (agent_id(name),))
         wait_for(lambda: http.post(URL, json=body()).status_code == 403, timeout=3)
     rows = wait_events(module_dsn, 43, "agent_id = %s", (agent_id(name),), timeout=15)  # 21 pairs + the 403
