@@ -6,7 +6,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from addon.capture import Begin, Chunk, Deframer, End, Seen, Settle, Sight, Stats, ToProxy, ToRecorder, frame
+from addon.capture import (
+    Begin,
+    Chunk,
+    Deframer,
+    End,
+    Seen,
+    Settle,
+    Sight,
+    Stats,
+    ToProxy,
+    ToRecorder,
+    frame,
+)
 from addon.pii import Finding
 
 
