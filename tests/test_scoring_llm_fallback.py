@@ -82,9 +82,10 @@ def llm_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         STOP.set()
-        server.shutdown()
-        server.server_close()
+        # shutdown() waits for serve_forever to acknowledge; never let teardown hang on it
+        threading.Thread(target=server.shutdown, name="fake-llm-stop", daemon=True).start()
         thread.join(5)
+        server.server_close()
 
 
 @pytest.fixture(scope="module")
