@@ -721,10 +721,10 @@ def write_section(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     """Replace (or append) our "## Proxy" section; every other section is kept as it is now."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     parts = re.split(r"(?m)^(?=## )", text)
-    kept = [p for p in parts if not p.startswith("## Proxy")]
+    kept = [p for p in parts if not p.startswith("## Proxy (")]
     new = section.rstrip("\n") + "\n"
     if len(kept) < len(parts):  # replace in place
-        i = next(i for i, p in enumerate(parts) if p.startswith("## Proxy"))
+        i = next(i for i, p in enumerate(parts) if p.startswith("## Proxy ("))
         parts[i] = new + ("\n" if i < len(parts) - 1 else "")
         out = "".join(parts)
     else:
