@@ -188,6 +188,8 @@ def test_killed_database_connections_do_not_stop_traffic(make_proxy: Callable[..
         assert http.post(URL, json=body()).status_code == 200
         wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
                                       "AND datname = current_database()"))
+        # the agent must be registered before it can be blocked (the recorder registers it)
+        wait_for(lambda: sql(module_dsn, "SELECT 1 FROM agents WHERE id = %s", (agent_id(name),)))
         killed = sql(module_dsn, "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                               "AND application_name IN ('govrix-agents', 'govrix-writer', 'govrix-budgets')")
         assert killed
@@ -199,7 +201,7 @@ def test_killed_database_connections_do_not_stop_traffic(make_proxy: Callable[..
         wait_for(lambda: sql(module_dsn, "SELECT 1 FROM pg_stat_activity WHERE application_name = 'govrix-agents' "
                                       "AND datname = current_database() AND state = 'idle' AND pid <> ALL(%s)", (gone,)),
                  timeout=10)
-        sql(module_dsn, "UPDATE agents SET status = 'blocked' WHERE id = %s", (agent_id(name),))
+        assert sql(module_dsn, "UPDATE agents SET status = 'blocked' WHERE id = %s RETURNING id", (agent_id(name),))
         wait_for(lambda: http.post(URL, json=body()).status_code == 403, timeout=3)
     rows = wait_events(module_dsn, 43, "agent_id = %s", (agent_id(name),), timeout=15)  # 21 pairs + the 403
     assert len({r["id"] for r in rows}) == len(rows)
