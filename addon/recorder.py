@@ -246,7 +246,9 @@ class Recorder:
             "Bytes waiting in the spool.",
             lambda: w.stats.spool_bytes(),
         )
-        for name in ("enqueued", "written", "spooled", "replayed", "dropped", "rejected"):
+        for name in (
+            "enqueued", "written", "spooled", "replayed", "already_present", "dropped", "rejected"
+        ):
             live.counters[f"govrix_writer_{name}"] = (
                 f"Events {name} by the writer.",
                 _stat(w, name),

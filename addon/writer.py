@@ -86,6 +86,8 @@ class WriterStats:
     written: int = 0
     spooled: int = 0
     replayed: int = 0
+    #: spooled events a replay found in the database already (their commit had gone through)
+    already_present: int = 0
     dropped: int = 0
     rejected: int = 0
     batches: int = 0
@@ -104,6 +106,7 @@ class WriterStats:
             "written": self.written,
             "spooled": self.spooled,
             "replayed": self.replayed,
+            "already_present": self.already_present,
             "dropped": self.dropped,
             "rejected": self.rejected,
             "batches": self.batches,
@@ -489,6 +492,7 @@ class BatchWriter:
         except psycopg.Error as e:
             log.warning("batch of %d rejected as a whole (%s); settling row by row", len(batch), e)
             inserted = 0
+            refused = 0
             for ev in batch:
                 try:
                     inserted += self._stage_merge(conn, [ev])
@@ -499,8 +503,13 @@ class BatchWriter:
                     return False
                 except psycopg.Error as e2:
                     self._deadletter(ev, str(e2))
+                    refused += 1
+        else:
+            refused = 0
         if replay:
             self.stats.replayed += inserted
+            # rows of a batch that had committed before its connection broke: not written twice
+            self.stats.already_present += len(batch) - inserted - refused
         else:
             self.stats.written += inserted
         self.stats.batches += 1
