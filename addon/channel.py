@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from addon.capture import Deframer, ToProxy, ToRecorder, frame
+from addon.capture import Deframer, Stats, ToProxy, ToRecorder, frame
 
 log = logging.getLogger("govrix.channel")
 
@@ -233,8 +233,6 @@ class ProcessSink:
         except msgspec.DecodeError:
             log.exception("malformed answer from the recorder")
             return
-        from addon.capture import Stats
-
         for msg in msgs:
             if isinstance(msg, Stats):
                 self.handled = msg.handled
@@ -242,23 +240,25 @@ class ProcessSink:
             else:
                 self.on_reply(msg)
 
+    def _detach(self) -> None:
+        """Stop watching the pipes from the event loop."""
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._out_fd)
+            with contextlib.suppress(Exception):
+                self._loop.remove_writer(self._in_fd)
+
     def _died(self, why: str) -> None:
         if self.dead or self._closing:
             return
         self.dead = True
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self._out_fd)
-            with contextlib.suppress(Exception):
-                loop.remove_writer(self._in_fd)
+        self._detach()
         code = self.proc.poll() if self.proc is not None else None
         frames = list(self._frames)
         partial = 1 if self._head else 0
         if partial:
             frames = frames[1:]
-        decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(ToRecorder)
-        recovered = [decoder.decode(f[4:]) for f in frames]
+        recovered: list[ToRecorder] = Deframer(ToRecorder).feed(b"".join(frames))
         lost = max(0, self.written - self.handled) + partial
         self._frames.clear()
         self._backlog = 0
@@ -282,12 +282,7 @@ class ProcessSink:
         if self.proc is None or self.dead:
             return
         self._closing = True
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self._out_fd)
-            with contextlib.suppress(Exception):
-                loop.remove_writer(self._in_fd)
+        self._detach()
         deadline = time.monotonic() + timeout
         stdin_open = True
         while True:

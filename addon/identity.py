@@ -165,6 +165,7 @@ _WANTED = frozenset(
         *SESSION_HEADERS,
         *(h for h, _ in _KEY_HEADERS),
         "proxy-authorization",
+        "content-encoding",  # the proxy's: whether the body must be decoded before parsing
     )
 )
 _STRIP = frozenset(n.encode() for n in STRIP_HEADERS)
@@ -174,7 +175,8 @@ def scan_headers(
     fields: tuple[tuple[bytes, bytes], ...],
 ) -> tuple[Callable[[str], str | None], tuple[tuple[bytes, bytes], ...] | None]:
     """One pass over raw header fields (the hot path reads ~20 names; a lookup each would walk
-    every header each time). Returns a getter for the names identity and sessions read, and the
+    every header each time). Returns a getter for the names identity and sessions read (and
+``content-encoding``), and the
     fields without ours (``x-govrix-*``, proxy credentials, ``x-agent-id``), or None when there
     was nothing to strip."""
     found: dict[str, str] = {}

@@ -79,6 +79,8 @@ class Call:
     request_bytes: int
     info: RequestInfo | None  # parsed only when enforcement or streaming needs it
     compliance_tag: str = "default"
+    content_type: str = ""  # of the response, read once in ``responseheaders``
+    encoding: str | None = None  # ... and its content-encoding
     streamed: bool = False
     chunks: list[bytes] = field(default_factory=list)
     pending: int = 0
@@ -422,7 +424,7 @@ class Govrix:
         self._sight(identity, req.timestamp_start)
 
         raw = req.raw_content or b""
-        encoding = req.headers.get("content-encoding")
+        encoding = get("content-encoding")
         body: bytes | None = raw
         if encoding:  # rare for requests: decode here, the recorder gets plain bytes
             body, encoding = _content(req), None
@@ -747,11 +749,12 @@ class Govrix:
         t0 = time.perf_counter()
         try:
             resp = flow.response
-            ctype = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            call.content_type, call.encoding = _body_headers(resp.headers.fields)
+            ctype = call.content_type.split(";", 1)[0].strip().lower()
             stream_request = call.info is not None and call.info.stream
             if ctype in STREAM_TYPES or (stream_request and 200 <= resp.status_code < 300):
                 assert self.sink is not None
-                self.sink.send(Stream(call.key, ctype, resp.headers.get("content-encoding")))
+                self.sink.send(Stream(call.key, ctype, call.encoding))
                 call.streamed = True
                 resp.stream = Tee(call, self.sink)
         except Exception:
@@ -788,6 +791,9 @@ class Govrix:
         call.done = True
         assert self.sink is not None
         resp = flow.response
+        if resp is not None and not call.content_type and call.encoding is None:
+            # no responseheaders hook ran (offline replay, a response made by another addon)
+            call.content_type, call.encoding = _body_headers(resp.headers.fields)
         body: bytes | None = None
         if call.streamed:
             body = b"".join(call.chunks)
@@ -803,8 +809,8 @@ class Govrix:
             End(
                 key=call.key,
                 status_code=resp.status_code if resp is not None else None,
-                content_type=resp.headers.get("content-type", "") if resp is not None else "",
-                encoding=resp.headers.get("content-encoding") if resp is not None else None,
+                content_type=call.content_type,
+                encoding=call.encoding,
                 body=body,
                 response_bytes=size,
                 first_byte=call.first_byte,
@@ -828,6 +834,20 @@ class Govrix:
             self.sink.send(
                 Sight(identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now))
             )
+
+
+def _body_headers(fields: tuple[tuple[bytes, bytes], ...]) -> tuple[str, str | None]:
+    """Content-Type ("" when absent) and Content-Encoding of a message, in one pass; repeated
+    fields are joined with ", " as ``Headers.get`` does."""
+    ctype: list[str] = []
+    encoding: list[str] = []
+    for name, value in fields:
+        low = name.lower()
+        if low == b"content-type":
+            ctype.append(value.decode("utf-8", "surrogateescape"))
+        elif low == b"content-encoding":
+            encoding.append(value.decode("utf-8", "surrogateescape"))
+    return ", ".join(ctype), ", ".join(encoding) or None
 
 
 def _content(msg: http.Message) -> bytes | None:
