@@ -53,6 +53,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mcp_servers: dict[str, str] = {}
     proxy_customer_id: str = "proxy"
     recorder: str = "process"
+    recorder_nice: int = 10
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +78,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     proxy_customer_id: str = "proxy"
     #: Where captures become events: "process" (a child process, the default) or "inline".
     recorder: str = "process"
+    #: How far the recorder process steps back for the proxy (0 = not at all); see recorder.py.
+    recorder_nice: int = 10
 
     @property
     def spool_dir(self) -> Path:
@@ -166,6 +169,9 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
     recorder = (env.get("GOVRIX_RECORDER") or fc.recorder).strip().lower()
     if recorder not in ("process", "inline"):
         raise ConfigError(f"GOVRIX_RECORDER: expected process|inline, got {recorder!r}")
+    nice = num("GOVRIX_RECORDER_NICE", fc.recorder_nice)
+    if nice != int(nice) or not 0 <= nice <= 19:
+        raise ConfigError(f"GOVRIX_RECORDER_NICE: expected 0..19, got {nice!r}")
 
     retention_raw = env.get("GOVRIX_RETENTION_DAYS")
     retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
@@ -204,4 +210,5 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         mcp_servers=mcp_servers,
         proxy_customer_id=env.get("GOVRIX_PROXY_CUSTOMER_ID") or fc.proxy_customer_id,
         recorder=recorder,
+        recorder_nice=int(nice),
     )

@@ -166,6 +166,7 @@ _WANTED = frozenset(
         *(h for h, _ in _KEY_HEADERS),
         "proxy-authorization",
         "content-encoding",  # the proxy's: whether the body must be decoded before parsing
+        "host",  # names the provider when the request targets an address (transparent mode)
     )
 )
 _STRIP = frozenset(n.encode() for n in STRIP_HEADERS)

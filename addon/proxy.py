@@ -63,6 +63,8 @@ _json = msgspec.json.Encoder()
 
 #: A streamed response's copy goes to the recorder in pieces of about this size.
 CHUNK_FLUSH_BYTES = 256 * 1024
+#: (host, path) pairs whose provider is remembered; past this, the memory starts over.
+DETECT_CACHE_SIZE = 4096
 
 
 @dataclass(slots=True)
@@ -144,6 +146,7 @@ class Govrix:
         self._calls: dict[str, Call] = {}
         self._reservations: dict[str, Reservation] = {}
         self._sighted: dict[str, float] = {}
+        self._detected: dict[tuple[str, str], tuple[Any, str] | None] = {}
         self._config_file: str | None = None
         self._started = False
 
@@ -162,6 +165,7 @@ class Govrix:
         path = getattr(ctx.options, "govrix_config", "") or None
         try:
             self.settings = config_mod.load(config_file=path)
+            self._detected.clear()  # compatible hosts may have changed
         except config_mod.ConfigError as e:
             raise exceptions.OptionsError(str(e)) from e  # type: ignore[no-untyped-call]
         self._config_file = path
@@ -350,6 +354,21 @@ class Govrix:
 
     # -- proxy credentials (explicit mode) --------------------------------------------------------
 
+    def _detect(self, host_port: str, path: str) -> tuple[Any, str] | None:
+        """``detect``, remembered: a fleet calls few distinct (host, path) pairs, and the lookup
+        walks host suffixes and path patterns every time."""
+        key = (host_port, path)
+        try:
+            return self._detected[key]
+        except KeyError:
+            pass
+        assert self.settings is not None
+        found = detect(host_port, path, self.settings.openai_compatible_hosts)
+        if len(self._detected) >= DETECT_CACHE_SIZE:  # paths with ids in them: start over
+            self._detected.clear()
+        self._detected[key] = found
+        return found
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         creds = parse_proxy_authorization(flow.request.headers.get("proxy-authorization"))
         s = self.settings
@@ -399,11 +418,12 @@ class Govrix:
             return None
         host = req.host
         if not host or host[0].isdigit() or ":" in host:
-            host = req.pretty_host  # an address (transparent mode): the Host header names it
+            # an address (transparent mode): the Host header names it
+            host = _host_name(get("host")) or req.pretty_host
         port = req.port
         path = req.path.split("?", 1)[0]
         host_port = host if port in (80, 443) else f"{host}:{port}"
-        found = detect(host_port, path, s.openai_compatible_hosts)
+        found = self._detect(host_port, path)
         identity = self.identifier.identify(
             get,
             creds[0] if creds else None,
@@ -834,6 +854,17 @@ class Govrix:
             self.sink.send(
                 Sight(identity.agent_id, identity.name, identity.source_ip, identity.kind, _ts(now))
             )
+
+
+def _host_name(authority: str | None) -> str | None:
+    """The host of a plain ``name[:port]`` Host header, as ``Request.pretty_host`` reads it
+    (lowercased later by detect); None for what needs its full parser (IPv6, IDNA, none)."""
+    if not authority or "[" in authority or "xn--" in authority or not authority.isascii():
+        return None
+    name, sep, port = authority.rpartition(":")
+    if not sep:
+        return authority
+    return name if port.isdigit() and ":" not in name else None
 
 
 def _body_headers(fields: tuple[tuple[bytes, bytes], ...]) -> tuple[str, str | None]:

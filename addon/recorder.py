@@ -524,6 +524,25 @@ def _stat(w: BatchWriter, name: str) -> Callable[[], float]:
 # -- the child process ----------------------------------------------------------------------------
 
 
+def step_back(nice: int) -> None:
+    """Give the CPU to the proxy's event loop, the agents and the upstreams first.
+
+    Everything here can wait milliseconds; a request waiting for a core cannot. As a batch task
+    (SCHED_BATCH: no wake-up preemption) at ``nice`` (default 10), this process runs when a core
+    is free, which on a proxy host is most of the time, and never cuts into a request in flight.
+    BENCHMARKS.md ("Proxy") measures what it changes at concurrency 1.
+    If the host is saturated by other work, the backlog shows in ``govrix_recorder_backlog_bytes``;
+    ``GOVRIX_RECORDER_NICE=0`` makes the recorder an ordinary process again. Set before the writer
+    thread starts, which inherits it."""
+    if nice <= 0:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.nice(nice)
+    except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
+        log.warning("recorder: cannot lower its CPU priority (%s); running as an ordinary process", e)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m addon.recorder", description=__doc__)
     ap.add_argument("--config", default="", help="the proxy's GOVRIX_CONFIG file, if any")
@@ -552,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     settings = config_mod.load(config_file=args.config or None)
+    step_back(settings.recorder_nice)
     rec = Recorder(
         settings, reply=reply, database_url=args.database_url or settings.database_url
     ).start()

@@ -61,7 +61,10 @@ def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
     mport = free_port()
     proxy = Proxy(module_dsn, tmp_path, fake, env={"GOVRIX_PROXY_METRICS_PORT": str(mport)}).start()
     try:
-        assert len(wait_for(lambda: recorders(proxy))) == 1
+        (child,) = wait_for(lambda: recorders(proxy))
+        # it steps back for the proxy: a batch task at niceness 10 (GOVRIX_RECORDER_NICE)
+        wait_for(lambda: os.sched_getscheduler(child) == os.SCHED_BATCH)
+        assert os.getpriority(os.PRIO_PROCESS, child) == 10
         with client(proxy, "metrics-agent") as http:
             for _ in range(3):
                 assert http.post(URL, json=BODY).status_code == 200
@@ -118,3 +121,35 @@ def test_inline_recorder_records_the_same(module_dsn: str, fake: FakeProvider, t
         proxy.stop()
     assert req["pii_types"] == ["email"] and req["model"] == "gpt-4o"
     assert resp["usage_source"] == "reported" and resp["completion_tokens"] and resp["cost_usd"]
+
+
+def test_a_request_to_an_address_is_named_by_its_host_header(
+    module_dsn: str, fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Transparent mode sees addresses: the Host header says which configured provider it is."""
+    env = {"GOVRIX_OPENAI_COMPATIBLE_HOSTS": "llm.internal=vllm"}
+    proxy = Proxy(module_dsn, tmp_path, fake, env=env).start()
+    try:
+        target = f"{fake.url}/v1/chat/completions"
+        with client(proxy, "by-host-header") as http:
+            named = http.post(target, json=BODY, headers={"Host": f"llm.internal:{fake.port}"})
+            assert named.status_code == 200
+            assert http.post(target, json=BODY).status_code == 200  # 127.0.0.1: not configured
+            assert http.post(target, json=BODY, headers={"Host": "other.internal"}).status_code == 200
+        rows = wait_events(module_dsn, 2, "agent_id = %s", (agent_id("by-host-header"),))
+        req, resp = pair(rows)
+        assert req["provider"] == resp["provider"] == "vllm" and req["model"] == "gpt-4o"
+    finally:
+        proxy.stop()  # drains the recorder: nothing else from this agent can still arrive
+    assert len(wait_events(module_dsn, 2, "agent_id = %s", (agent_id("by-host-header"),))) == 2
+
+
+def test_recorder_niceness_is_checked(tmp_path: Path) -> None:
+    from addon import config
+
+    home = {"GOVRIX_HOME": str(tmp_path)}
+    assert config.load(home).recorder_nice == 10
+    assert config.load(home | {"GOVRIX_RECORDER_NICE": "0"}).recorder_nice == 0
+    for bad in ("20", "-1", "2.5", "x"):
+        with pytest.raises(config.ConfigError, match="GOVRIX_RECORDER_NICE"):
+            config.load(home | {"GOVRIX_RECORDER_NICE": bad})
