@@ -17,9 +17,12 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase
 _PAIRS = [_ALPHABET[i >> 5] + _ALPHABET[i & 31] for i in range(1024)]  # 10 bits -> 2 chars
 _SHIFTS_26 = tuple(range(120, -1, -10))  # 13 pairs = 26 chars = 130 bits
 _MASK80 = (1 << 80) - 1
+_MASK40 = (1 << 40) - 1
 _lock = threading.Lock()
 _last_ms = 0
 _last_rand = 0
+_prefix_ms = -1
+_prefix = ""
 # Uniqueness comes from the millisecond plus 80 random bits (re-drawn each millisecond, then
 # incremented); a PRNG seeded from the OS is enough for that and ~10x cheaper than os.urandom.
 _rng = random.Random(os.urandom(32))
@@ -33,9 +36,13 @@ def _b32(value: int, length: int = 26) -> str:
 
 
 def ulid(now_ms: int | None = None) -> str:
-    """A 26-character monotonic ULID: 48-bit milliseconds + 80 random bits."""
-    global _last_ms, _last_rand
+    """A 26-character monotonic ULID: 48-bit milliseconds + 80 random bits.
+
+    Ten characters of time (kept while the millisecond lasts) and sixteen of randomness, each
+    half encoded from small ints: a third cheaper than one 130-bit ``_b32``."""
+    global _last_ms, _last_rand, _prefix_ms, _prefix
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    pairs = _PAIRS
     with _lock:
         if ms <= _last_ms:
             ms = _last_ms
@@ -43,7 +50,19 @@ def ulid(now_ms: int | None = None) -> str:
         else:
             rand = _rng.getrandbits(80)
         _last_ms, _last_rand = ms, rand
-    return _b32((ms << 80) | rand, 26)
+        if ms != _prefix_ms:
+            _prefix_ms = ms
+            _prefix = (
+                pairs[(ms >> 40) & 1023] + pairs[(ms >> 30) & 1023] + pairs[(ms >> 20) & 1023]
+                + pairs[(ms >> 10) & 1023] + pairs[ms & 1023]
+            )  # fmt: skip
+        prefix = _prefix
+    hi, lo = rand >> 40, rand & _MASK40
+    return "".join((
+        prefix,
+        pairs[hi >> 30], pairs[(hi >> 20) & 1023], pairs[(hi >> 10) & 1023], pairs[hi & 1023],
+        pairs[lo >> 30], pairs[(lo >> 20) & 1023], pairs[(lo >> 10) & 1023], pairs[lo & 1023],
+    ))  # fmt: skip
 
 
 def ulid_time_ms(value: str) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from addon import ids
 
 
@@ -37,3 +39,18 @@ def test_agent_ids_are_deterministic() -> None:
     assert ids.agent_id("name:billing-agent") == "agt_" + _reference_b32(
         int.from_bytes(__import__("hashlib").sha256(b"name:billing-agent").digest()[:17], "big") >> 6, 26
     )
+
+
+def test_ulid_halves_encode_like_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    rng = random.Random(7)
+    for ms in (0, 1, (1 << 48) - 1, *(rng.getrandbits(48) for _ in range(200))):
+        # a fresh millisecond each time (the prefix is re-made); the real state comes back after
+        monkeypatch.setattr(ids, "_last_ms", -1)
+        monkeypatch.setattr(ids, "_last_rand", 0)
+        got = ids.ulid(ms)
+        rand = ids._last_rand
+        assert got == _reference_b32((ms << 80) | rand, 26)
+        assert ids.ulid_time_ms(got) == ms
+        assert ids.ulid(ms) == _reference_b32((ms << 80) | (rand + 1), 26)  # same ms: rand + 1
