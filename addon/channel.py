@@ -3,11 +3,12 @@
 ``ProcessSink`` (the default for a live proxy) starts ``python -m addon.recorder`` and writes
 frames to its stdin without ever blocking the event loop: messages wait in an in-memory outbox
 until the pipe takes them (``add_writer``), and answers are read with ``add_reader``. If the child
-dies, the messages still in the outbox are handed back to the owner, who records them in-process
-from then on; those already in the pipe but not handled are counted and logged as lost.
+dies, the messages still in the outbox are handed back to the owner, who gives them to a new
+recorder process (or, if they keep dying, records them in-process); those already in the pipe
+but not handled are counted and logged as lost.
 
 ``InlineSink`` runs the recorder in the proxy's own process: at once (offline replay) or right
-after the current hook returns (``GOVRIX_RECORDER=inline``, or after the child died).
+after the current hook returns (``GOVRIX_RECORDER=inline``, or after children kept dying).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class ProcessSink:
         self._backlog = 0
         log.error(
             "recorder process died (%s, exit code %s): %d captures it had not handled are lost; "
-            "%d waiting ones are recorded in the proxy process from now on",
+            "%d waiting ones go to its successor",
             why,
             code,
             lost,

@@ -63,6 +63,10 @@ _json = msgspec.json.Encoder()
 
 #: A streamed response's copy goes to the recorder in pieces of about this size.
 CHUNK_FLUSH_BYTES = 256 * 1024
+#: A recorder process that dies is restarted, up to this many times within RESPAWN_WINDOW
+#: seconds; past that (a capture that crashes it every time?) the proxy records in-process.
+MAX_RESPAWNS = 3
+RESPAWN_WINDOW = 300.0
 #: (host, path) pairs whose provider is remembered; past this, the memory starts over.
 DETECT_CACHE_SIZE = 4096
 
@@ -147,6 +151,7 @@ class Govrix:
         self._reservations: dict[str, Reservation] = {}
         self._sighted: dict[str, float] = {}
         self._detected: dict[tuple[str, str], tuple[Any, str] | None] = {}
+        self._respawns: list[float] = []  # when recorder processes were restarted
         self._config_file: str | None = None
         self._started = False
 
@@ -307,12 +312,34 @@ class Govrix:
                 self.scorer.remember(msg.agent_id, action)
 
     def _on_recorder_death(self, lost: int, waiting: list[Any]) -> None:
-        """Record in this process from now on, starting with what the child had not taken."""
+        """Start a new recorder process, or record in this one if they keep dying; either way
+        starting with what the dead one had not taken."""
         assert self.settings is not None
         self.lost += lost
-        metrics.REMOTE.clear()
         url = self.settings.database_url or _embedded_url(self.settings.home)
-        sink = self._inline_sink(url)
+        now = time.monotonic()
+        self._respawns = [t for t in self._respawns if now - t < RESPAWN_WINDOW]
+        sink: ProcessSink | InlineSink | None = None
+        if len(self._respawns) < MAX_RESPAWNS:
+            self._respawns.append(now)
+            sink = self._recorder_sink(self.settings, url)
+            if isinstance(sink, ProcessSink):
+                log.warning(
+                    "recorder process restarted (%d of %d allowed within %.0f s)",
+                    len(self._respawns),
+                    MAX_RESPAWNS,
+                    RESPAWN_WINDOW,
+                )
+        if sink is None:
+            log.error(
+                "recorder process died %d times within %.0f s: recording in the proxy process "
+                "from now on (restart the proxy to bring it back)",
+                MAX_RESPAWNS + 1,
+                RESPAWN_WINDOW,
+            )
+            sink = self._inline_sink(url)
+        if isinstance(sink, InlineSink):
+            metrics.REMOTE.clear()  # this process's own registry counts from now on
         # Reservations of calls that ended but whose End is gone with the child: settle them
         # at their estimate rather than hold the budget forever.
         open_keys = {c.key for c in self._calls.values()}

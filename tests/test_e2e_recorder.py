@@ -2,8 +2,8 @@
 
 The hot path hands captures to a child process; these tests check that it really is a separate
 process, that its metrics reach the proxy's scrape endpoint, that killing it loses no traffic
-(the proxy records in-process from then on and says how many captures were lost), and that
-``GOVRIX_RECORDER=inline`` records the same events without a child.
+(the proxy starts another, or records in-process if they keep dying, and says how many captures
+were lost), and that ``GOVRIX_RECORDER=inline`` records the same events without a child.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
     assert not recorders(proxy)
 
 
-def test_killed_recorder_loses_no_later_traffic(
+def test_killed_recorder_is_replaced_and_loses_no_later_traffic(
     module_dsn: str, fake: FakeProvider, tmp_path: Path
 ) -> None:
     mport = free_port()
@@ -98,13 +98,43 @@ def test_killed_recorder_loses_no_later_traffic(
         pair(wait_events(module_dsn, 2, "agent_id = %s", (agent_id("before-kill"),)))
         os.kill(child, signal.SIGKILL)
         wait_for(lambda: "recorder process died" in proxy.output())
+        (successor,) = wait_for(lambda: [c for c in recorders(proxy) if c != child])
         with client(proxy, "after-kill") as http:
             for _ in range(5):
                 assert http.post(URL, json=BODY).status_code == 200
         rows = wait_events(module_dsn, 10, "agent_id = %s", (agent_id("after-kill"),))
         assert sum(r["direction"] == "response" for r in rows) == 5
         assert all(r["pii_types"] == ["email"] for r in rows if r["direction"] == "request")
-        assert sample(scrape(mport), "govrix_recorder_lost_total") == 0  # it had handled all
+        assert recorders(proxy) == [successor]
+        text = wait_for(
+            lambda: t
+            if (sample(t := scrape(mport), "govrix_writer_written_total") or 0) >= 10
+            else None
+        )  # the successor's metrics are served too
+        assert sample(text, "govrix_recorder_lost_total") == 0  # the first had handled all
+    finally:
+        proxy.stop()
+
+
+def test_recorders_that_keep_dying_leave_recording_in_the_proxy(
+    module_dsn: str, fake: FakeProvider, tmp_path: Path
+) -> None:
+    from addon.proxy import MAX_RESPAWNS
+
+    proxy = Proxy(module_dsn, tmp_path, fake).start()
+    try:
+        killed: set[int] = set()
+        for _ in range(MAX_RESPAWNS + 1):
+            (child,) = wait_for(lambda: [c for c in recorders(proxy) if c not in killed])
+            os.kill(child, signal.SIGKILL)
+            killed.add(child)
+        wait_for(lambda: "recording in the proxy process" in proxy.output())
+        assert not [c for c in recorders(proxy) if c not in killed]
+        with client(proxy, "after-many-kills") as http:
+            for _ in range(3):
+                assert http.post(URL, json=BODY).status_code == 200
+        rows = wait_events(module_dsn, 6, "agent_id = %s", (agent_id("after-many-kills"),))
+        assert all(r["pii_types"] == ["email"] for r in rows if r["direction"] == "request")
     finally:
         proxy.stop()
 
