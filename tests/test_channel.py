@@ -44,8 +44,11 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return seen
 
 
-def test_captures_of_consecutive_loop_iterations_share_one_write(tmp_path: Any, writes: list[int]) -> None:
+def test_captures_of_consecutive_loop_iterations_share_one_write(
+    tmp_path: Any, writes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "got"
+    monkeypatch.setattr(channel, "FLUSH_DELAY", 0.5)  # far longer than 20 loop iterations take
 
     async def run() -> None:
         sink = Keeper(str(out)).start(asyncio.get_running_loop())
@@ -53,7 +56,10 @@ def test_captures_of_consecutive_loop_iterations_share_one_write(tmp_path: Any, 
             sink.send(Chunk(f"evt_{i}", b"x" * 100))
             await asyncio.sleep(0)
         assert writes == []  # still within the flush delay
-        await asyncio.sleep(channel.FLUSH_DELAY * 4)
+        for _ in range(500):
+            if writes:
+                break
+            await asyncio.sleep(0.01)
         assert writes == [20] and sink.backlog_bytes == 0
         sink.close()
 

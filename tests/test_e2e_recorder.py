@@ -55,6 +55,16 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def scrape_once_written(port: int, events: int) -> str:
+    """The exposition, once the recorder's writer reports ``events`` written (it reports every
+    second)."""
+    return str(wait_for(
+        lambda: t
+        if (sample(t := scrape(port), "govrix_writer_written_total") or 0) >= events
+        else None
+    ))
+
+
 def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
     module_dsn: str, fake: FakeProvider, tmp_path: Path
 ) -> None:
@@ -71,11 +81,7 @@ def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
         rows = wait_events(module_dsn, 6, "agent_id = %s", (agent_id("metrics-agent"),))
         assert all(r["pii_types"] == ["email"] for r in rows if r["direction"] == "request")
         # the recorder reports once a second; the proxy serves both sides under one name each
-        text = wait_for(
-            lambda: t
-            if (sample(t := scrape(mport), "govrix_writer_written_total") or 0) >= 6
-            else None
-        )
+        text = scrape_once_written(mport, 6)
         assert sample(text, "govrix_proxy_requests_total", provider="openai", outcome="forwarded") == 3
         assert sample(text, "govrix_proxy_events_total", direction="response") == 3
         assert sample(text, "govrix_proxy_upstream_latency_seconds_count", provider="openai") == 3
@@ -106,11 +112,7 @@ def test_killed_recorder_is_replaced_and_loses_no_later_traffic(
         assert sum(r["direction"] == "response" for r in rows) == 5
         assert all(r["pii_types"] == ["email"] for r in rows if r["direction"] == "request")
         assert recorders(proxy) == [successor]
-        text = wait_for(
-            lambda: t
-            if (sample(t := scrape(mport), "govrix_writer_written_total") or 0) >= 10
-            else None
-        )  # the successor's metrics are served too
+        text = scrape_once_written(mport, 10)  # the successor's metrics are served too
         assert sample(text, "govrix_recorder_lost_total") == 0  # the first had handled all
     finally:
         proxy.stop()
