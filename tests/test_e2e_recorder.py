@@ -65,13 +65,23 @@ def scrape_once_written(port: int, events: int) -> str:
     ))
 
 
+def with_recorder(dsn: str, home: Path, fake: FakeProvider) -> tuple[Proxy, int, int]:
+    """A started proxy serving metrics, its metrics port, and its recorder child's pid."""
+    mport = free_port()
+    proxy = Proxy(dsn, home, fake, env={"GOVRIX_PROXY_METRICS_PORT": str(mport)}).start()
+    try:
+        (child,) = wait_for(lambda: recorders(proxy))
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy, mport, child
+
+
 def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
     module_dsn: str, fake: FakeProvider, tmp_path: Path
 ) -> None:
-    mport = free_port()
-    proxy = Proxy(module_dsn, tmp_path, fake, env={"GOVRIX_PROXY_METRICS_PORT": str(mport)}).start()
+    proxy, mport, child = with_recorder(module_dsn, tmp_path, fake)
     try:
-        (child,) = wait_for(lambda: recorders(proxy))
         # it steps back for the proxy: a batch task at niceness 10 (GOVRIX_RECORDER_NICE)
         wait_for(lambda: os.sched_getscheduler(child) == os.SCHED_BATCH)
         assert os.getpriority(os.PRIO_PROCESS, child) == 10
@@ -95,10 +105,8 @@ def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
 def test_killed_recorder_is_replaced_and_loses_no_later_traffic(
     module_dsn: str, fake: FakeProvider, tmp_path: Path
 ) -> None:
-    mport = free_port()
-    proxy = Proxy(module_dsn, tmp_path, fake, env={"GOVRIX_PROXY_METRICS_PORT": str(mport)}).start()
+    proxy, mport, child = with_recorder(module_dsn, tmp_path, fake)
     try:
-        (child,) = wait_for(lambda: recorders(proxy))
         with client(proxy, "before-kill") as http:
             assert http.post(URL, json=BODY).status_code == 200
         pair(wait_events(module_dsn, 2, "agent_id = %s", (agent_id("before-kill"),)))
