@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from addon.providers.base import Provider, RequestInfo, ResponseInfo, Usage
+from addon.writer import ScoreRow
 from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_action_event
 
 _SAFE = re.compile(r"[^\w.\-]+")
@@ -233,3 +234,35 @@ def summary(result: ScoreResult) -> dict[str, Any]:
         "risk_level": result.risk_level,
         "violations": [v.rule_id for v in result.violations][:20],
     }
+
+
+def score_row(customer: str, event: ActionEvent, result: ScoreResult) -> ScoreRow:
+    """The ``actions`` and ``scores`` rows of an inline score."""
+    q = Engine.facts_for_history(event)
+    return ScoreRow(
+        action=(
+            customer,
+            event.event_id,
+            q.agent_id,
+            event.session.session_id if event.session else None,
+            event.action,
+            q.server_key,
+            q.resource_key,
+            event.timestamp,
+            msgspec.json.encode(event).decode(),
+        ),
+        score=(
+            customer,
+            event.event_id,
+            result.score,
+            result.risk_level,
+            result.confidence,
+            result.reasoning,
+            msgspec.json.encode(result.violations).decode(),
+            result.compliance_refs,
+            result.mitigations,
+            msgspec.json.encode(result.score_components).decode(),
+            result.scoring_source,
+            result.scorer_version,
+        ),
+    )

@@ -43,11 +43,18 @@ from addon.identity import (
     scan_headers,
     vendor_session,
 )
-from addon.mcp import MCP, InlineScorer, parse_tools_call, rpc_error, summary
-from addon.policy import PolicyContext, PolicyError, PolicyStore, watch
+from addon.mcp import MCP, InlineScorer, parse_tools_call, rpc_error, score_row, summary
+from addon.policy import (
+    PolicyContext,
+    PolicyError,
+    PolicyStore,
+    note_decision,
+    policy_context,
+    watch,
+)
 from addon.pricing import cost_usd
 from addon.providers import Provider, RequestInfo, Usage, detect
-from addon.recorder import Recorder, note_decision, policy_context, score_row
+from addon.recorder import Recorder
 from api.scoring import Engine, ScoreResult
 
 log = logging.getLogger("govrix.proxy")

@@ -47,8 +47,8 @@ from addon.capture import (
     frame,
 )
 from addon.event import Event
-from addon.mcp import MCP, InlineScorer, summary
-from addon.policy import Decision, PolicyContext, PolicyStore
+from addon.mcp import MCP, InlineScorer, score_row, summary
+from addon.policy import PolicyStore, note_decision, policy_context
 from addon.pricing import cost_usd
 from addon.providers import (
     Provider,
@@ -56,10 +56,12 @@ from addon.providers import (
     ResponseInfo,
     StreamParser,
     fill_prompt_estimate,
+    parse_request,
+    parse_response,
     provider_by_name,
 )
 from addon.writer import AgentSighting, BatchWriter, ScoreRow
-from api.scoring import ActionEvent, Engine, ScoreResult
+from api.scoring import Engine
 
 log = logging.getLogger("govrix.recorder")
 
@@ -79,84 +81,6 @@ def decode_body(body: bytes | None, encoding: str | None) -> bytes | None:
     except ValueError:
         return None
     return out if isinstance(out, bytes) else None
-
-
-def policy_context(
-    *,
-    agent_id: str,
-    agent_name: str,
-    info: RequestInfo,
-    provider: str,
-    endpoint: str,
-    direction: str,
-    findings: list[pii.Finding],
-    tokens: int | None,
-    cost: float | None,
-    tool_name: str | None,
-    risk_level: str | None,
-) -> PolicyContext:
-    return PolicyContext(
-        agent_id=agent_id,
-        agent_name=agent_name,
-        model=info.model,
-        provider=provider,
-        endpoint=endpoint,
-        token_count=tokens,
-        cost_usd=cost,
-        pii_detected=bool(findings),
-        pii_types=sorted({f.type for f in findings}),
-        tool_name=tool_name,
-        direction=direction,
-        risk_level=risk_level,
-    )
-
-
-def note_decision(decisions: list[dict[str, Any]], phase: str, d: Decision) -> None:
-    """What a policy decided, as kept in the event's ``policy_decisions``."""
-    if not d.matched:
-        return
-    note: dict[str, Any] = {"phase": phase, "matched": list(d.matched)}
-    if d.block is not None:
-        note["block"] = d.block.rule
-    if d.tags:
-        note["tags"] = list(d.tags)
-    if d.logs:
-        note["logs"] = list(d.logs)
-    if d.redact:
-        note["redact"] = True
-    decisions.append(note)
-
-
-def score_row(customer: str, event: ActionEvent, result: ScoreResult) -> ScoreRow:
-    """The ``actions`` and ``scores`` rows of an inline score."""
-    q = Engine.facts_for_history(event)
-    return ScoreRow(
-        action=(
-            customer,
-            event.event_id,
-            q.agent_id,
-            event.session.session_id if event.session else None,
-            event.action,
-            q.server_key,
-            q.resource_key,
-            event.timestamp,
-            msgspec.json.encode(event).decode(),
-        ),
-        score=(
-            customer,
-            event.event_id,
-            result.score,
-            result.risk_level,
-            result.confidence,
-            result.reasoning,
-            msgspec.json.encode(result.violations).decode(),
-            result.compliance_refs,
-            result.mitigations,
-            msgspec.json.encode(result.score_components).decode(),
-            result.scoring_source,
-            result.scorer_version,
-        ),
-    )
 
 
 @dataclass(slots=True)
@@ -296,13 +220,7 @@ class Recorder:
 
     def _begin(self, b: Begin) -> None:
         provider = MCP if b.provider == MCP.name else provider_by_name(b.provider)
-        body = decode_body(b.body, b.encoding)
-        if body is None:
-            info = RequestInfo(
-                provider=provider.name, endpoint=b.endpoint, parse_error="undecodable request body"
-            )
-        else:
-            info = provider.parse_request(b.endpoint, b.path, body)
+        info = parse_request(provider, b.endpoint, b.path, decode_body(b.body, b.encoding))
         if info.parse_error:
             metrics.child(metrics.PARSE_ERRORS, provider.name, "request").inc()
         findings = b.findings
@@ -389,7 +307,7 @@ class Recorder:
             if body is None:
                 rinfo = ResponseInfo(parse_error="undecodable response body")
             else:
-                rinfo = provider.parse_response(b.endpoint, body, e.content_type)
+                rinfo = parse_response(provider, b.endpoint, body, e.content_type)
             if s.pii_scan and rinfo.text:
                 findings = pii.scan_segments([("$.response.text", rinfo.text)])
         else:

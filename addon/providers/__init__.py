@@ -19,6 +19,8 @@ from .base import (
     ToolCall,
     Usage,
     fill_prompt_estimate,
+    request_error,
+    response_error,
 )
 from .bedrock import Bedrock, is_bedrock_host
 from .gemini import Gemini
@@ -38,6 +40,8 @@ __all__ = [
     "detect_as",
     "fill_prompt_estimate",
     "get_provider",
+    "parse_request",
+    "parse_response",
     "provider_by_name",
 ]
 
@@ -161,3 +165,31 @@ def detect(
                 return extra, endpoint
     endpoint = OLLAMA.match(name, path)
     return (OLLAMA, endpoint) if endpoint is not None else None
+
+
+def parse_request(provider: Provider, endpoint: str, path: str, body: bytes | None) -> RequestInfo:
+    """``provider.parse_request`` that cannot raise, whatever the bytes.
+
+    Every provider catches the decode errors it expects; this is the boundary for the ones it does
+    not (a ``UnicodeDecodeError`` from msgspec on a lone non-UTF-8 byte, a bug of ours): the
+    request then carries ``parse_error`` and the gates apply their fail mode instead of being
+    skipped by an exception.
+    """
+    if body is None:
+        return RequestInfo(
+            provider=provider.name, endpoint=endpoint, parse_error="undecodable request body"
+        )
+    try:
+        return provider.parse_request(endpoint, path, body)
+    except Exception as e:
+        return request_error(provider.name, endpoint, e)
+
+
+def parse_response(
+    provider: Provider, endpoint: str, body: bytes, content_type: str
+) -> ResponseInfo:
+    """``provider.parse_response`` that cannot raise (see :func:`parse_request`)."""
+    try:
+        return provider.parse_response(endpoint, body, content_type)
+    except Exception as e:
+        return response_error(e)
