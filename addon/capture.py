@@ -11,7 +11,14 @@ response and copies of its bytes), ``End`` (the response or the error), ``Sight`
 seen), ``Score`` (an inline MCP score). Per call, messages arrive in that order: the pipe is FIFO.
 
 Recorder -> proxy: ``Settle`` (the real usage of a call, for its budget reservation), ``Seen``
-(tool actions for the inline scorer's history) and ``Stats`` (progress and metric samples).
+(tool actions for the inline scorer's history), ``Durable`` (which calls' events are committed or
+spooled) and ``Stats`` (progress and metric samples).
+
+Durability: the proxy keeps a copy of every message of a call until ``Durable`` names the call's
+last event (``addon/channel.py``); when a recorder dies, its successor is sent those copies again,
+the ``Begin`` marked ``resent`` (and ``recorded`` when its request event is durable already). The
+response event's id comes from ``End.response_key`` when the proxy sets it, so a resent call
+produces the same rows and the writer's ``ON CONFLICT DO NOTHING`` keeps one of each.
 """
 
 from __future__ import annotations
@@ -48,6 +55,13 @@ class Begin(msgspec.Struct, tag="b", array_like=True, gc=False, kw_only=True):
     status_code: int | None = None
     error: str | None = None
     reserved: bool = False  # a budget reservation waits for this call's ``Settle``
+    host: str | None = None  # the host the call went to (as the agent named it)
+    method: str | None = None  # its HTTP method
+    #: Sent again, to a recorder that replaced one that died: its events may be stored already,
+    #: so they fork from the session's genesis and never become a chain head (addon/lineage.py).
+    resent: bool = False
+    #: ... and its request event is durable already: only reopen the call for its ``End``.
+    recorded: bool = False
 
 
 class Stream(msgspec.Struct, tag="s", array_like=True, gc=False):
@@ -76,6 +90,9 @@ class End(msgspec.Struct, tag="e", array_like=True, gc=False, kw_only=True):
     response_start: float | None = None
     end: float
     error: str | None = None
+    #: The response event's id, chosen by the proxy so that a resend produces the same row;
+    #: None: the recorder makes one (a resend then may store a second response event).
+    response_key: str | None = None
 
 
 class Sight(msgspec.Struct, tag="a", array_like=True, gc=False):
@@ -95,15 +112,28 @@ class Score(msgspec.Struct, tag="r", array_like=True, gc=False):
     score: list[Any]
 
 
+#: ``Settle.tokens`` of a call that succeeded without reporting its usage: settle at the bound.
+UNKNOWN_USAGE = -1
+
+
 class Settle(msgspec.Struct, tag="S", array_like=True, gc=False):
     key: str
-    tokens: int
+    tokens: int  # UNKNOWN_USAGE: the reservation stands as the spend
     usd: float | None
 
 
 class Seen(msgspec.Struct, tag="W", array_like=True, gc=False):
     agent_id: str
     actions: list[str]
+
+
+class Durable(msgspec.Struct, tag="D", array_like=True, gc=False):
+    """Calls (by key) whose request / response event is durable: committed to PostgreSQL, in the
+    spool file, or in the dead-letter file. A message the recorder could not turn into an event (an
+    error it logged and counted as a hook error) is named too: sent again, it would fail again."""
+
+    requests: list[str]
+    responses: list[str]
 
 
 class Stats(msgspec.Struct, tag="T", array_like=True, gc=False):
@@ -114,7 +144,7 @@ class Stats(msgspec.Struct, tag="T", array_like=True, gc=False):
 
 
 ToRecorder = Begin | Stream | Chunk | End | Sight | Score
-ToProxy = Settle | Seen | Stats
+ToProxy = Settle | Seen | Durable | Stats
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -2,10 +2,24 @@
 
 ``ProcessSink`` (the default for a live proxy) starts ``python -m addon.recorder`` and writes
 frames to its stdin without ever blocking the event loop: messages wait in an in-memory outbox
-until the pipe takes them (``add_writer``), and answers are read with ``add_reader``. If the child
-dies, the messages still in the outbox are handed back to the owner, who gives them to a new
-recorder process (or, if they keep dying, records them in-process); those already in the pipe
-but not handled are counted and logged as lost.
+until the pipe takes them (``add_writer``), and answers are read with ``add_reader``.
+
+A capture is not forgotten once it is in the pipe: the sink keeps every frame of a call (by its
+key) until the recorder answers ``Durable`` for the call's last event (its response event; for a
+call the proxy answered itself, its request event), i.e. until that event is committed to
+PostgreSQL or appended to the spool file. If the child dies, every call it had not made durable is
+handed back to the owner (``on_death(lost, waiting)``), in order and whole (Begin, Stream, Chunks,
+End), the ``Begin`` marked ``resent`` (and ``recorded`` when its request event is durable), for a
+new recorder process (or, if they keep dying, one in-process). ``lost`` counts the events that
+cannot be recovered; normally 0. Retention is per call, so a long stream pins only itself.
+
+What is not kept: ``Sight`` and ``Score`` messages once they are in the pipe (an agent's
+registration and ``last_seen_at``, sent again with its first call a minute or more later; an
+inline MCP score row, whose call's own events are kept); those still in the outbox are handed
+over. Past ``MAX_RETAINED_BYTES`` kept,
+a call's captures are sent without a copy (``unguarded``, counted and logged): its events are lost
+only if the recorder dies before they are durable, and then they are counted in ``lost``. Past
+``MAX_OUTBOX_BYTES`` waiting for the pipe, new captures are dropped (``dropped``, as before).
 
 ``InlineSink`` runs the recorder in the proxy's own process: at once (offline replay) or right
 after the current hook returns (``GOVRIX_RECORDER=inline``, or after children kept dying).
@@ -24,17 +38,31 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 
-from addon.capture import Deframer, Stats, ToProxy, ToRecorder, frame
+from addon.capture import (
+    Begin,
+    Chunk,
+    Deframer,
+    Durable,
+    End,
+    Stats,
+    Stream,
+    ToProxy,
+    ToRecorder,
+    frame,
+)
 
 log = logging.getLogger("govrix.channel")
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Past this many bytes waiting for a stuck recorder, new captures are dropped (counted, logged).
 MAX_OUTBOX_BYTES = 256 * 1024 * 1024
+#: Past this many bytes kept for calls the recorder has not made durable, a call's captures go
+#: without a copy kept (counted, logged): lost only if the recorder dies before it writes them.
+MAX_RETAINED_BYTES = MAX_OUTBOX_BYTES
 #: Captures wait up to this long in the outbox so that one write carries many of them. A write
 #: that wakes the recorder cost the loop 34-43 µs on the benchmark VM; written at each loop
 #: iteration (two writes per request) that was about 30% of the addon's time on the loop at
@@ -79,13 +107,37 @@ class InlineSink:
     def backlog_bytes(self) -> int:
         return 0
 
+    @property
+    def retained_bytes(self) -> int:
+        return 0  # the recorder shares this process: nothing to hand to a successor
+
     def close(self, timeout: float = 30.0) -> None:
         self._drain()
         self.recorder.stop()
 
 
+_KEYED = (Begin, Stream, Chunk, End)
+
+
+class _Held:
+    """The frames of one call, kept until the recorder says its events are durable."""
+
+    __slots__ = ("frames", "request", "response", "size")
+
+    def __init__(self, *, request: bool, response: bool) -> None:
+        self.frames: list[bytes] | None = []  # None: sent without a copy (MAX_RETAINED_BYTES)
+        self.size = 0
+        self.request = request  # its request event is durable (or none will come)
+        self.response = response  # its response event is, or it has none (answered by the proxy)
+
+    @property
+    def missing(self) -> int:
+        """Events of this call not durable yet."""
+        return (not self.request) + (not self.response)
+
+
 class ProcessSink:
-    """The recorder as a child process, fed through its stdin."""
+    """The recorder as a child process, fed through its stdin; see the module docstring."""
 
     mode = "process"
 
@@ -106,11 +158,17 @@ class ProcessSink:
         self.written = 0  # messages wholly in the pipe
         self.handled = 0  # messages the child reported handled
         self.dropped = 0  # messages refused because the outbox was full
+        self.unguarded = 0  # calls sent without a copy kept (MAX_RETAINED_BYTES)
+        self.unacknowledged = 0  # events not durable when close() gave up on the child
+        #: At death: calls with events lost (sent without a copy), e.g. to release reservations.
+        self.lost_keys: list[str] = []
         self.metrics = b""  # the child's latest metrics exposition
         self.dead = False
         self._frames: collections.deque[bytes] = collections.deque()
         self._head = 0  # bytes of the first frame already written
         self._backlog = 0
+        self._held: dict[str, _Held] = {}  # by call key, in the order calls began
+        self._held_bytes = 0
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._writing = False
@@ -126,7 +184,7 @@ class ProcessSink:
             cmd += ["--config", self.config_file]
         return cmd
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> ProcessSink:
+    def start(self, loop: asyncio.AbstractEventLoop) -> Self:
         env = dict(self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
@@ -145,6 +203,10 @@ class ProcessSink:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, msg: ToRecorder) -> None:
+        if self.dead:  # a stale reference: the owner's current sink is another one
+            self.dropped += 1
+            log.error("capture sent to a recorder process that died: dropped (%d)", self.dropped)
+            return
         data = frame(msg)
         if self._backlog + len(data) > MAX_OUTBOX_BYTES:
             self.dropped += 1
@@ -155,6 +217,8 @@ class ProcessSink:
                     self.dropped,
                 )
             return
+        if isinstance(msg, _KEYED):
+            self._hold(msg, data)
         self._frames.append(data)
         self._backlog += len(data)
         self.sent += 1
@@ -170,9 +234,50 @@ class ProcessSink:
         elif self._timer is None and not self._scheduled:
             self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
+    def _hold(self, msg: Begin | Stream | Chunk | End, data: bytes) -> None:
+        """Keep a copy of ``data`` with its call until the recorder makes the call durable."""
+        held = self._held.get(msg.key)
+        if held is None:
+            if isinstance(msg, Begin):
+                held = _Held(request=msg.recorded, response=msg.status_code is not None)
+                if not held.missing:
+                    return  # a refused call whose event is durable: nothing to keep
+            else:  # its Begin went to a recorder before this one, and was not kept
+                held = _Held(request=True, response=False)
+            self._held[msg.key] = held
+        frames = held.frames
+        if frames is None:
+            return
+        if self._held_bytes + len(data) > MAX_RETAINED_BYTES:
+            self._held_bytes -= held.size
+            held.frames = None
+            held.size = 0
+            self.unguarded += 1
+            if self.unguarded == 1 or self.unguarded % 1000 == 0:
+                log.error(
+                    "recorder slow to make captures durable (%d bytes kept): call %s goes on "
+                    "without a copy, lost if the recorder dies now (%d such calls so far)",
+                    self._held_bytes,
+                    msg.key,
+                    self.unguarded,
+                )
+            return
+        frames.append(data)
+        held.size += len(data)
+        self._held_bytes += len(data)
+
     @property
     def backlog_bytes(self) -> int:
         return self._backlog
+
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes kept for calls the recorder has not made durable (the outbox included)."""
+        return self._held_bytes
+
+    @property
+    def retained_calls(self) -> int:
+        return len(self._held)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -208,8 +313,13 @@ class ProcessSink:
                 return False
             except OSError as e:
                 if self._closing:
-                    log.error("recorder process gone at shutdown (%s): %d captures lost", e, len(frames))
+                    log.error(
+                        "recorder process gone at shutdown (%s): %d captures not taken",
+                        e,
+                        len(frames),
+                    )
                     frames.clear()
+                    self._head = 0
                     self._backlog = 0
                 else:
                     self._died(f"writing to it failed: {e}")
@@ -252,11 +362,33 @@ class ProcessSink:
             log.exception("malformed answer from the recorder")
             return
         for msg in msgs:
-            if isinstance(msg, Stats):
+            if isinstance(msg, Durable):
+                self._durable(msg)
+            elif isinstance(msg, Stats):
                 self.handled = msg.handled
                 self.metrics = msg.metrics
             else:
                 self.on_reply(msg)
+
+    def _durable(self, msg: Durable) -> None:
+        """Let go of the calls whose events are all durable now."""
+        held = self._held
+        for key in msg.requests:
+            h = held.get(key)
+            if h is not None:
+                h.request = True
+                if h.response:
+                    self._release(key, h)
+        for key in msg.responses:
+            h = held.get(key)
+            if h is not None:
+                h.response = True
+                if h.request:
+                    self._release(key, h)
+
+    def _release(self, key: str, held: _Held) -> None:
+        del self._held[key]
+        self._held_bytes -= held.size
 
     def _detach(self) -> None:
         """Stop watching the pipes from the event loop."""
@@ -269,37 +401,77 @@ class ProcessSink:
             with contextlib.suppress(Exception):
                 self._loop.remove_writer(self._in_fd)
 
+    def _last_answers(self) -> None:
+        """Read what the child said before it went (acknowledgements spare resends)."""
+        for _ in range(64):  # what a pipe holds; a child that is still talking is killed next
+            try:
+                data = os.read(self._out_fd, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            self._dispatch(data)
+
     def _died(self, why: str) -> None:
         if self.dead or self._closing:
             return
         self.dead = True
         self._detach()
+        self._last_answers()
         code = self.proc.poll() if self.proc is not None else None
-        frames = list(self._frames)
-        partial = 1 if self._head else 0
-        if partial:
-            frames = frames[1:]
-        recovered: list[ToRecorder] = Deframer(ToRecorder).feed(b"".join(frames))
-        lost = max(0, self.written - self.handled) + partial
-        self._frames.clear()
-        self._backlog = 0
+        waiting, lost = self._unacknowledged()
         log.error(
-            "recorder process died (%s, exit code %s): %d captures it had not handled are lost; "
-            "%d waiting ones go to its successor",
+            "recorder process died (%s, exit code %s): %d captures of %d calls it had not made "
+            "durable go to its successor; %d events are lost",
             why,
             code,
+            sum(isinstance(m, _KEYED) for m in waiting),
+            len(self._held),
             lost,
-            len(recovered),
         )
+        self._frames.clear()
+        self._head = 0
+        self._backlog = 0
+        self._held = {}
+        self._held_bytes = 0
         if self.proc is not None:
             with contextlib.suppress(Exception):
                 self.proc.kill()
-        self.on_death(lost, recovered)
+            self._close_pipes()
+        self.on_death(lost, waiting)
+
+    def _unacknowledged(self) -> tuple[list[ToRecorder], int]:
+        """What a successor needs, in order, and how many events nothing can bring back."""
+        # Sight and Score still waiting for the pipe (once written, they are not kept)
+        waiting: list[ToRecorder] = [
+            m for m in Deframer(ToRecorder).feed(b"".join(self._frames)) if not isinstance(m, _KEYED)
+        ]
+        lost = 0
+        for key, held in self._held.items():
+            if held.frames is None:
+                lost += held.missing
+                self.lost_keys.append(key)
+                continue
+            msgs: list[ToRecorder] = Deframer(ToRecorder).feed(b"".join(held.frames))
+            if msgs and isinstance(msgs[0], Begin):
+                msgs[0] = msgspec.structs.replace(msgs[0], resent=True, recorded=held.request)
+            waiting += msgs
+        return waiting, lost
+
+    def _close_pipes(self) -> None:
+        assert self.proc is not None
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
 
     # -- stopping -----------------------------------------------------------------------------
 
     def close(self, timeout: float = 30.0) -> None:
-        """Hand over everything, let the child drain its writer, collect its last answers."""
+        """Hand over what waits, let the child drain its writer, collect its acknowledgements.
+
+        Events whose calls the child did not acknowledge within ``timeout`` (it died, or its
+        writer could not even spool them) are counted in ``unacknowledged`` and logged."""
         if self.proc is None or self.dead:
             return
         self._closing = True
@@ -340,11 +512,12 @@ class ProcessSink:
             log.error("recorder process did not finish within %.0fs: killed", timeout)
             self.proc.kill()
             self.proc.wait(5)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(OSError):
-                if pipe is not None:
-                    pipe.close()
-        if self.handled < self.written:
+        self._close_pipes()
+        self.unacknowledged = sum(h.missing for h in self._held.values())
+        if self.unacknowledged:
             log.error(
-                "recorder process handled %d of %d captures", self.handled, self.written
+                "recorder process did not make %d events of %d calls durable at shutdown: "
+                "they are lost",
+                self.unacknowledged,
+                len(self._held),
             )

@@ -39,7 +39,11 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     home: str | None = None
     upstreams: dict[str, str] = {}
     openai_compatible_hosts: dict[str, str] = {}
-    record_unknown_hosts: bool = False
+    record_other_hosts: bool = True
+    unparseable: str = "refuse"
+    gate_errors: str = "refuse"
+    budget_wait: float = 10.0
+    budget_unpriced: str = "refuse"
     session_idle_minutes: float = 30.0
     proxy_token: str | None = None
     fail_mode: FailMode = "last_known"
@@ -61,7 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: Path
     upstreams: dict[str, Upstream]
     openai_compatible_hosts: dict[str, str]
-    record_unknown_hosts: bool
+    #: Calls to hosts that are neither an LLM provider nor MCP become metadata-only events.
+    record_other_hosts: bool
     session_idle_seconds: float
     proxy_token: str | None
     fail_mode: FailMode
@@ -80,6 +85,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     recorder: str = "process"
     #: How far the recorder process steps back for the proxy (0 = not at all); see recorder.py.
     recorder_nice: int = 10
+    #: A body an enforcement gate must read and cannot: "refuse" (400) or "forward".
+    unparseable: str = "refuse"
+    #: A gate of ours that raises: "refuse" (503 governance_error) or "forward" (noted on the
+    #: event). Either way the call is recorded.
+    gate_errors: str = "refuse"
+    #: Seconds a call refused only for room held by calls in flight waits for them (0: no wait).
+    budget_wait: float = 10.0
+    #: A USD budget and a model without a price: "refuse" (403) or "allow" (counted as $0).
+    budget_unpriced: str = "refuse"
 
     @property
     def spool_dir(self) -> Path:
@@ -103,6 +117,13 @@ def _bool(name: str, value: str) -> bool:
     if v in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+
+
+def _choice(name: str, env: Mapping[str, str], default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}: expected {'|'.join(allowed)}, got {value!r}")
+    return value
 
 
 def _identity_secret(home: Path, configured: str | None) -> bytes:
@@ -173,6 +194,13 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
     if nice != int(nice) or not 0 <= nice <= 19:
         raise ConfigError(f"GOVRIX_RECORDER_NICE: expected 0..19, got {nice!r}")
 
+    unparseable = _choice("GOVRIX_UNPARSEABLE", env, fc.unparseable, ("refuse", "forward"))
+    gate_errors = _choice("GOVRIX_GATE_ERRORS", env, fc.gate_errors, ("refuse", "forward"))
+    unpriced = _choice("GOVRIX_BUDGET_UNPRICED", env, fc.budget_unpriced, ("refuse", "allow"))
+    budget_wait = num("GOVRIX_BUDGET_WAIT", fc.budget_wait)
+    if not 0 <= budget_wait <= 300:
+        raise ConfigError(f"GOVRIX_BUDGET_WAIT: expected 0..300 seconds, got {budget_wait!r}")
+
     retention_raw = env.get("GOVRIX_RETENTION_DAYS")
     retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
     policy = env.get("GOVRIX_POLICY_FILE") or fc.policy_file
@@ -186,11 +214,9 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         home=home,
         upstreams=upstreams,
         openai_compatible_hosts=compatible,
-        record_unknown_hosts=_bool(
-            "GOVRIX_RECORD_UNKNOWN_HOSTS", env["GOVRIX_RECORD_UNKNOWN_HOSTS"]
-        )
-        if "GOVRIX_RECORD_UNKNOWN_HOSTS" in env
-        else fc.record_unknown_hosts,
+        record_other_hosts=_bool("GOVRIX_RECORD_OTHER_HOSTS", env["GOVRIX_RECORD_OTHER_HOSTS"])
+        if "GOVRIX_RECORD_OTHER_HOSTS" in env
+        else fc.record_other_hosts,
         session_idle_seconds=num("GOVRIX_SESSION_IDLE_MINUTES", fc.session_idle_minutes) * 60,
         proxy_token=env.get("GOVRIX_PROXY_TOKEN") or fc.proxy_token,
         fail_mode=fail_mode,  # type: ignore[arg-type]
@@ -211,4 +237,8 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         proxy_customer_id=env.get("GOVRIX_PROXY_CUSTOMER_ID") or fc.proxy_customer_id,
         recorder=recorder,
         recorder_nice=int(nice),
+        unparseable=unparseable,
+        gate_errors=gate_errors,
+        budget_wait=budget_wait,
+        budget_unpriced=unpriced,
     )

@@ -90,7 +90,7 @@ class Identifier:
         if digest is None:
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
-            digest = hmac.new(self._secret, api_key.encode(), hashlib.sha256).hexdigest()[:32]
+            digest = hmac.new(self._secret, api_key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:32]
             self._key_cache[api_key] = digest
         return digest
 

@@ -6,6 +6,11 @@ timestamp as integer microseconds and JSON columns re-encoded with sorted keys, 
 bytes come out of the proxy's Struct and out of a row read back from PostgreSQL. The first event's
 ``prev_hash`` is ``"sha256:" + hex(sha256(session_id))``.
 
+Columns added after the first schema (``ADDED_COLUMNS``, the tail of the column order) are hashed
+only up to the last one that is set: an event whose added columns are all null hashes exactly as
+before they existed, so chains stored earlier still verify, while setting, clearing or changing
+any of them changes the hash (the array's length is part of the encoding).
+
 Pure code: used by the proxy (to chain) and by the API (to verify), importing neither.
 """
 
@@ -19,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from addon.event import COLUMNS, JSON_COLUMNS, Event
+from addon.event import ADDED_COLUMNS, COLUMNS, JSON_COLUMNS, Event
 
 _HASHED = tuple(c for c in COLUMNS if c != "lineage_hash")
+_BASE = len(_HASHED) - len(ADDED_COLUMNS)  # always hashed; the rest up to the last set one
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _msgpack = msgspec.msgpack.Encoder()
 _json_sorted = msgspec.json.Encoder(order="sorted")
@@ -48,6 +54,8 @@ def canonical_bytes(values: Mapping[str, Any]) -> bytes:
         elif name == "pii_types" and v is not None:
             v = list(v)
         out.append(v)
+    while len(out) > _BASE and out[-1] is None:
+        out.pop()
     return _msgpack.encode(out)
 
 
@@ -70,6 +78,8 @@ def _link_event(ev: Event) -> str:
         if vals[i] is not None:
             vals[i] = _json_sorted.encode(vals[i])
     del vals[_LINEAGE]
+    while len(vals) > _BASE and vals[-1] is None:
+        vals.pop()
     h = hashlib.sha256(ev.prev_hash.encode())
     h.update(_msgpack.encode(vals))
     return "sha256:" + h.hexdigest()
@@ -104,6 +114,16 @@ class Chain:
         heads.move_to_end(ev.session_id)
         if len(heads) > self.max_sessions:
             heads.popitem(last=False)
+        return ev
+
+    def branch(self, ev: Event) -> Event:
+        """``seal`` for an event that may be stored already (a capture sent again to a recorder
+        that replaced one that died): it forks from the genesis and does not become the head, so
+        no later event points at a row that the duplicate insert did not store."""
+        seq, _ = self._heads.get(ev.session_id, (0, ""))
+        ev.seq = seq + 1
+        ev.prev_hash = genesis(ev.session_id)
+        ev.lineage_hash = _link_event(ev)
         return ev
 
     def resume(self, session_id: str, seq: int, head_hash: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from addon.providers.base import Provider, RequestInfo, ResponseInfo, Usage
+from addon.providers.other import Unpriced
 from addon.writer import ScoreRow
 from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_action_event
 
@@ -81,16 +82,11 @@ def rpc_error(rpc_id: Any, message: str, data: dict[str, Any]) -> bytes:
     )
 
 
-class McpProvider:
-    """The Provider face of MCP traffic, so the proxy's response path records it like any call."""
+class McpProvider(Unpriced):
+    """The Provider face of MCP traffic, so the proxy's response path records it like any call.
+    MCP streams (SSE) are passed through untouched; nothing in them is priced."""
 
     name = "mcp"
-
-    def match(self, host: str, path: str) -> str | None:
-        return None
-
-    def match_path(self, path: str) -> str | None:
-        return None
 
     def parse_request(self, endpoint: str, path: str, body: bytes) -> RequestInfo:
         call = parse_tools_call(body)
@@ -108,26 +104,6 @@ class McpProvider:
         err = doc.get("error") if isinstance(doc, dict) else None
         code = err.get("code") if isinstance(err, dict) else None
         return ResponseInfo(usage=Usage(source="missing"), error=f"jsonrpc:{code}" if err else None)
-
-    def stream_parser(
-        self, endpoint: str, content_type: str, content_encoding: str | None
-    ) -> _NullParser:
-        return _NullParser()
-
-    def inject_stream_usage(self, endpoint: str, body: bytes) -> bytes | None:
-        return None
-
-
-class _NullParser:
-    """MCP streams (SSE) are passed through untouched; nothing in them is priced."""
-
-    text_delta_callback: Any = None
-
-    def feed(self, chunk: bytes) -> None:
-        return None
-
-    def finish(self) -> ResponseInfo:
-        return ResponseInfo(usage=Usage(source="missing"))
 
 
 MCP: Provider = McpProvider()

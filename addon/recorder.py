@@ -8,14 +8,18 @@ the lineage chain and the batch writer. The hot path (``addon/proxy.py``) sends 
 
 By default the recorder runs as a child process of mitmdump (``python -m addon.recorder``): its
 CPU then runs beside the proxy's event loop instead of competing with it for one GIL. It reads
-frames on stdin, answers on stdout (budget settlements, tool actions, stats every second), logs to
-stderr, ignores SIGINT and stops at end of input after draining its writer. ``GOVRIX_RECORDER=
-inline`` (and offline replay) runs the same class inside the proxy process instead.
+frames on stdin, answers on stdout (budget settlements, tool actions, which calls are durable,
+stats every second), logs to stderr, ignores SIGINT and stops at end of input after draining its
+writer. The proxy keeps each call's captures until this process says its events are durable
+(``addon/acks.py``): a recorder killed at any moment loses nothing its successor is not sent
+again. ``GOVRIX_RECORDER=inline`` (and offline replay) runs the same class inside the proxy
+process instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import select
@@ -31,7 +35,9 @@ import msgspec
 
 from addon import config as config_mod
 from addon import ids, lineage, metrics, pii
+from addon.acks import Acks
 from addon.capture import (
+    UNKNOWN_USAGE,
     Begin,
     Chunk,
     Deframer,
@@ -60,6 +66,7 @@ from addon.providers import (
     parse_response,
     provider_by_name,
 )
+from addon.sanitize import sanitize
 from addon.writer import AgentSighting, BatchWriter, ScoreRow
 from api.scoring import Engine
 
@@ -95,10 +102,13 @@ class _Call:
     parser: StreamParser | None = None
     scanner: pii.StreamScanner | None = None
     streamed: bool = False
+    resent: bool = False  # its events may be stored already: they fork off the chain
 
 
 #: Calls whose End never came (a proxy that lost track of a flow) are forgotten past this many.
 MAX_OPEN_CALLS = 100_000
+#: The error of a call still open when the recorder stops (the proxy exited before it ended).
+ABORTED = "aborted: the proxy stopped before the call ended"
 
 
 class Recorder:
@@ -111,12 +121,19 @@ class Recorder:
         reply: Callable[[ToProxy], None],
         database_url: str | None = None,
         scorer: InlineScorer | None = None,
+        policies: PolicyStore | None = None,
+        acks: Acks | None = None,
     ) -> None:
         self.settings = settings
+        #: In a child process: which calls' events became durable, for ``Durable`` answers.
+        self.acks = acks
         self.reply = reply
         self.database_url = database_url
         self.scorer = scorer
-        self.policies = PolicyStore()
+        self._shared_scorer = scorer is not None  # the proxy's own (inline): one history
+        #: In-process (inline), the proxy's own store: one set of rules, reloaded once.
+        self.policies = policies if policies is not None else PolicyStore()
+        self._own_policies = policies is None
         self.chain = lineage.Chain()
         self.writer: BatchWriter | None = None
         self.handled = 0
@@ -126,7 +143,7 @@ class Recorder:
 
     def start(self) -> Recorder:
         s = self.settings
-        if s.policy_file is not None:
+        if s.policy_file is not None and self._own_policies:
             store = PolicyStore(s.policy_file)
             try:
                 store.load()
@@ -141,18 +158,35 @@ class Recorder:
                 "no GOVRIX_DATABASE_URL and no embedded cluster: events go to the spool only"
             )
         self.writer = BatchWriter(
-            url or "postgresql://invalid", s.spool_dir, retention_days=s.retention_days
+            url or "postgresql://invalid",
+            s.spool_dir,
+            retention_days=s.retention_days,
+            on_durable=self.acks.durable if self.acks is not None else None,
         )
         self.writer.start()
         self._export_metrics()
         return self
 
     def stop(self) -> None:
+        """Record the calls still open as aborted, then drain the writer (commit or spool)."""
+        self.abort_open()
         if self.writer is not None:
             self.writer.stop()
 
+    def abort_open(self, error: str = ABORTED) -> None:
+        """End every call whose ``End`` never came (the proxy stopped, or was killed, first), so
+        that each request event has its response event, with what was streamed so far."""
+        if not self._calls:
+            return
+        log.warning("%d calls still open at the end of input: recorded as aborted", len(self._calls))
+        now = time.time()
+        for key in list(self._calls):
+            self.handle(End(key=key, status_code=None, end=now, error=error))
+
     def tick(self) -> None:
-        """Once a second: pick up an edited policy file."""
+        """Once a second: pick up an edited policy file (the proxy does it for a shared store)."""
+        if not self._own_policies:
+            return
         try:
             self.policies.maybe_reload()
         except Exception:
@@ -210,13 +244,17 @@ class Recorder:
                         )
                     )
             elif isinstance(msg, Score):
-                if self.scorer is not None:
+                # The proxy's scorer remembered it already; ours, in a child process, must too.
+                if self.scorer is not None and not self._shared_scorer:
                     self.scorer.remember(msg.agent_id, msg.action_name)
                 if self.writer is not None:
                     self.writer.record_score(ScoreRow(tuple(msg.action), tuple(msg.score)))
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "recorder").inc()
             log.exception("recording a %s message failed", type(msg).__name__)
+            if self.acks is not None and isinstance(msg, Begin | End):
+                # no event comes of it; sent again it would fail again: the proxy may let go
+                self.acks.give_up(msg.key, response=isinstance(msg, End))
 
     def _begin(self, b: Begin) -> None:
         provider = MCP if b.provider == MCP.name else provider_by_name(b.provider)
@@ -231,6 +269,8 @@ class Recorder:
             tools: list[dict[str, Any]] | None = [entry]
         else:
             tools = [{"name": t, "offered": True} for t in info.tools] or None
+        if self.acks is not None and not b.recorded:
+            self.acks.expect(b.key, b.key, response=False)
         self._record(
             Event(
                 id=b.key,
@@ -253,13 +293,19 @@ class Recorder:
                 error=b.error,
                 parse_error=info.parse_error,
                 request_bytes=b.request_bytes,
-            )
+                host=b.host,
+                method=b.method,
+            ),
+            branch=b.resent,
+            stored=b.recorded,
         )
         if b.status_code is None:  # forwarded: its End follows
             if len(self._calls) >= MAX_OPEN_CALLS:
                 log.error("%d calls without an end: forgetting them", len(self._calls))
                 self._calls.clear()
-            self._calls[b.key] = _Call(b, provider, info, b.compliance_tag, b.policy_decisions)
+            self._calls[b.key] = _Call(
+                b, provider, info, b.compliance_tag, b.policy_decisions, resent=b.resent
+            )
 
     def _stream(self, m: Stream) -> None:
         call = self._calls.get(m.key)
@@ -291,6 +337,8 @@ class Recorder:
     def _end(self, e: End) -> None:
         call = self._calls.pop(e.key, None)
         if call is None:
+            if self.acks is not None:  # its Begin failed, or was forgotten: no response event
+                self.acks.give_up(e.key, response=True)
             return
         b = call.begin
         s = self.settings
@@ -328,7 +376,9 @@ class Recorder:
         )
         cost = cost_usd(provider.name, model, usage) if billable else None
         if b.reserved:
-            self.reply(Settle(b.key, usage.total_tokens or 0, cost))
+            unknown = usage.total_tokens is None and status is not None and status < 400
+            # A call that succeeded and reported nothing keeps what it reserved (a bound).
+            self.reply(Settle(b.key, UNKNOWN_USAGE if unknown else usage.total_tokens or 0, cost))
         decisions = call.policy_decisions
         tag = call.compliance_tag
         if len(self.policies.current):
@@ -352,7 +402,9 @@ class Recorder:
             note_decision(decisions, "response", d)
         end = e.end
         first = e.first_byte or e.response_start
-        response_id = ids.event_id()
+        response_id = e.response_key or ids.event_id()
+        if self.acks is not None:
+            self.acks.expect(response_id, b.key, response=True)
         self._record(
             Event(
                 id=response_id,
@@ -384,7 +436,10 @@ class Recorder:
                 parse_error=rinfo.parse_error,
                 request_bytes=b.request_bytes,
                 response_bytes=e.response_bytes,
-            )
+                host=b.host,
+                method=b.method,
+            ),
+            branch=call.resent,
         )
         metrics.child(metrics.UPSTREAM_LATENCY, provider.name).observe(end - b.started)
         if first:
@@ -428,8 +483,13 @@ class Recorder:
             self.reply(Seen(b.agent_id, actions))
         return out
 
-    def _record(self, ev: Event) -> None:
-        self.chain.seal(ev)
+    def _record(self, ev: Event, *, branch: bool = False, stored: bool = False) -> None:
+        """Chain and write one event. ``branch``: it may be stored already (a resent capture),
+        so it forks off the chain (``Chain.branch``); ``stored``: it is, nothing to write."""
+        if stored:
+            return
+        seal = self.chain.branch if branch else self.chain.seal
+        seal(sanitize(ev))  # the chain covers the text as stored
         metrics.child(metrics.EVENTS, ev.direction).inc()
         if self.writer is not None:
             self.writer.enqueue(ev)
@@ -488,22 +548,41 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:  # the proxy is gone: keep draining into the database regardless
             pass
 
+    # The writer thread makes events durable; this loop tells the proxy. A self-pipe wakes it
+    # from select() as soon as there is something to tell (answers leave from this thread only).
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+
+    def wake() -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(wake_w, b"!")
+
+    def acknowledge() -> None:
+        if (durable := acks.take()) is not None:
+            reply(durable)
+
     settings = config_mod.load(config_file=args.config or None)
     step_back(settings.recorder_nice)
+    acks = Acks(wake)
     rec = Recorder(
-        settings, reply=reply, database_url=args.database_url or settings.database_url
+        settings, reply=reply, database_url=args.database_url or settings.database_url, acks=acks
     ).start()
     deframer = Deframer(ToRecorder)
     next_tick = 0.0
     try:
         while True:
-            ready, _, _ = select.select([in_fd], [], [], 0.5)
-            if ready:
+            ready, _, _ = select.select([in_fd, wake_r], [], [], 0.5)
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+            if in_fd in ready:
                 data = os.read(in_fd, 1 << 20)
                 if not data:
                     break
                 for msg in deframer.feed(data):
                     rec.handle(msg)
+            acknowledge()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 1.0
@@ -512,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if deframer.pending:
             log.error("input ended inside a message (%d bytes): the proxy died", deframer.pending)
-        rec.stop()
+        rec.stop()  # the writer commits or spools what it holds: the last acknowledgements
+        acknowledge()
         reply(Stats(rec.handled, _exposition()))
     return 0
 

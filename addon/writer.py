@@ -13,7 +13,14 @@ table. While the spool holds anything, it is replayed first so events land in or
 
 Rows that PostgreSQL rejects for their content (not for the connection) are retried one by one;
 a row that still fails is written to ``deadletter.jsonl`` beside the spool, counted and logged.
-Nothing leaves this module silently.
+That file is for database faults only: text PostgreSQL cannot store (NUL, lone surrogates) is
+escaped by ``addon/sanitize.py`` before the event is chained, and a row that arrives without it
+is escaped here rather than refused. Nothing leaves this module silently.
+
+A row whose id is stored already (a capture the proxy sent again to a new recorder because the
+old one died before it could say so) fails the batch's COPY; the staging path then skips it and
+counts it as ``already_present``, not as rejected. ``on_durable`` is told the ids of every event
+that can no longer be lost with this process: committed, appended to the spool, or dead-lettered.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from psycopg import errors as pgerrors
 from psycopg.types.json import set_json_dumps
 
 from addon.event import COLUMNS, PG_TYPES, Event
+from addon.sanitize import sanitized_copy
 from addon.spool import Spool, SpoolError
 
 log = logging.getLogger("govrix.writer")
@@ -176,6 +184,7 @@ class BatchWriter:
         reconnect_delay: float = 1.0,
         connect_timeout: float = 5.0,
         on_commit: Callable[[list[Event]], None] | None = None,
+        on_durable: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.capacity = capacity
@@ -186,6 +195,9 @@ class BatchWriter:
         self.reconnect_delay = reconnect_delay
         self.connect_timeout = connect_timeout
         self.on_commit = on_commit
+        #: Called (from the writer thread, or from ``enqueue``'s caller when it spools) with the
+        #: ids of events now committed, spooled or dead-lettered; again when spooled ones replay.
+        self.on_durable = on_durable
         self.spool = Spool(spool_dir / "events.spool")
         self.deadletter_path = spool_dir / "deadletter.jsonl"
         self._buf: collections.deque[Event] = collections.deque()
@@ -434,10 +446,14 @@ class BatchWriter:
             self._lost(e)
             self._spool(batch, reason="batch outcome unknown (connection lost)")
             return False
-        except psycopg.Error as e:
-            # Content problem (duplicate id, bad value): settle it row by row, idempotently.
+        except (psycopg.Error, ValueError) as e:
+            # Content problem (duplicate id, bad value, text the driver cannot encode): settle it
+            # row by row, idempotently.
             self.stats.failed_batches += 1
-            log.warning("batch of %d rejected (%s); retrying row by row", len(batch), e)
+            if isinstance(e, pgerrors.UniqueViolation):
+                log.info("batch of %d holds events stored already (a resend); merging", len(batch))
+            else:
+                log.warning("batch of %d rejected (%s); retrying row by row", len(batch), e)
             return self._replay_batch(conn, batch, replay=False)
         self.stats.batches += 1
         self.stats.written += len(batch)
@@ -489,32 +505,52 @@ class BatchWriter:
             if not replay:
                 self._spool(batch, reason="batch outcome unknown (connection lost)")
             return False
-        except psycopg.Error as e:
+        except (psycopg.Error, ValueError) as e:
             log.warning("batch of %d rejected as a whole (%s); settling row by row", len(batch), e)
             inserted = 0
             refused = 0
+            lost: set[str] = set()
             for ev in batch:
                 try:
-                    inserted += self._stage_merge(conn, [ev])
+                    inserted += self._settle_row(conn, ev)
                 except psycopg.OperationalError as e2:
                     self._lost(e2)
                     if not replay:
                         self._spool(batch, reason="connection lost while settling")
                     return False
-                except psycopg.Error as e2:
-                    self._deadletter(ev, str(e2))
+                except (psycopg.Error, ValueError) as e2:
+                    if not self._deadletter(ev, str(e2)):
+                        lost.add(ev.id)
                     refused += 1
         else:
             refused = 0
+            lost = set()
         if replay:
             self.stats.replayed += inserted
-            # rows of a batch that had committed before its connection broke: not written twice
-            self.stats.already_present += len(batch) - inserted - refused
         else:
             self.stats.written += inserted
+        # rows of a batch that had committed before its connection broke, or sent again by the
+        # proxy after a recorder died: not written twice
+        self.stats.already_present += len(batch) - inserted - refused
         self.stats.batches += 1
-        self._committed(batch)
+        self._committed(batch, lost)
         return True
+
+    def _settle_row(self, conn: psycopg.Connection[tuple[object, ...]], ev: Event) -> int:
+        """One row on its own; text PostgreSQL cannot store is escaped, never dead-lettered.
+
+        The recorder sanitises every event before it is chained (addon/sanitize.py), so this only
+        meets one that was not (a spool written by an older version): it is stored escaped and
+        flagged in ``sanitized``, and its lineage hash, taken over the raw text, shows the change.
+        """
+        try:
+            return self._stage_merge(conn, [ev])
+        except (psycopg.DataError, ValueError):
+            fixed = sanitized_copy(ev)
+            if fixed is None:
+                raise
+            log.warning("event %s: text escaped to be storable after it was chained", ev.id)
+            return self._stage_merge(conn, [fixed])
 
     def _stage_merge(self, conn: psycopg.Connection[tuple[object, ...]], batch: list[Event]) -> int:
         with conn.transaction(), conn.cursor() as cur:
@@ -582,25 +618,38 @@ class BatchWriter:
             return
         self.stats.spooled += len(batch)
         log.debug("spooled %d events: %s", len(batch), reason)
+        self._durable(batch)
 
-    def _deadletter(self, ev: Event, why: str) -> None:
+    def _deadletter(self, ev: Event, why: str) -> bool:
+        """Keep a row PostgreSQL refused in the dead-letter file; False when that failed too."""
         self.stats.rejected += 1
         log.error(
             "event %s rejected by PostgreSQL: %s (kept in %s)", ev.id, why, self.deadletter_path
         )
         try:
             with open(self.deadletter_path, "ab") as f:
-                f.write(msgspec.json.encode({"error": why, "event": ev}) + b"\n")
+                entry = {"error": why, "event": sanitized_copy(ev) or ev}  # a surrogate: no JSON
+                f.write(msgspec.json.encode(entry) + b"\n")
         except OSError as e:
             self.stats.dropped += 1
             log.critical("DROPPED event %s: dead letter write failed: %s", ev.id, e)
+            return False
+        return True
 
-    def _committed(self, batch: list[Event]) -> None:
+    def _committed(self, batch: list[Event], lost: set[str] | frozenset[str] = frozenset()) -> None:
         if self.on_commit is not None:
             try:
                 self.on_commit(batch)
             except Exception:
                 log.exception("on_commit callback failed")
+        self._durable([ev for ev in batch if ev.id not in lost] if lost else batch)
+
+    def _durable(self, batch: list[Event]) -> None:
+        if self.on_durable is not None and batch:
+            try:
+                self.on_durable([ev.id for ev in batch])
+            except Exception:
+                log.exception("on_durable callback failed")
 
 
 __all__ = ["AgentSighting", "BatchWriter", "ScoreRow", "WriterStats"]

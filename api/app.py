@@ -23,6 +23,7 @@ from litestar.types import Guard
 
 from api.actions import ScoringService
 from api.agents import AgentController
+from api.budgets import BudgetController
 from api.counts import TotalCache
 from api.db import make_pool
 from api.errors import handle_exception
@@ -111,7 +112,13 @@ def create_app(
     guards = [] if insecure_no_auth else [bearer_guard(api_key or "")]
     api = Router(
         path=API_PREFIX,
-        route_handlers=[StreamController, EventController, AgentController, SessionController],
+        route_handlers=[
+            StreamController,
+            EventController,
+            AgentController,
+            SessionController,
+            BudgetController,
+        ],
         guards=guards,
         security=[] if insecure_no_auth else [{"BearerToken": []}],
     )

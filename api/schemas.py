@@ -49,6 +49,11 @@ class EventOut(msgspec.Struct):
     response_bytes: int | None
     seq: int
     prev_hash: str
+    host: str | None
+    method: str | None
+    #: Fields whose NUL or lone surrogates were escaped (``\u0000``, ``\\`` for a backslash) to be
+    #: storable: path -> ``{"bytes": original UTF-8 length}`` (``key_bytes`` for a JSON key).
+    sanitized: dict[str, dict[str, int]] | None
 
 
 EVENT_FIELDS: tuple[str, ...] = EventOut.__struct_fields__

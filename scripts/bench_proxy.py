@@ -559,11 +559,11 @@ def count_events(dsn: str) -> dict[str, int]:
             " count(*) FILTER (WHERE policy_decisions IS NOT NULL)"
             " FROM events"
         ).fetchone()
-        usd = conn.execute("SELECT coalesce(sum(usd), 0) FROM budget_usage").fetchone()
+        usd = conn.execute("SELECT coalesce(sum(usd_micros), 0) FROM budget_usage").fetchone()
     assert row is not None and usd is not None
     keys = ("request", "response", "reported_usage", "priced", "with_policy_decisions")
     return dict(zip(keys, (int(v) for v in row), strict=True)) | {
-        "budget_usd_micro": int(usd[0] * 1e6)
+        "budget_usd_micro": int(usd[0])
     }
 
 

@@ -20,6 +20,7 @@ from mitmproxy.exceptions import FlowReadException
 
 from addon import config
 from addon.proxy import Govrix
+from addon.route import OTHER
 from scripts import migrate, pgembed
 
 
@@ -35,10 +36,33 @@ def replay(paths: list[Path], settings: config.Settings) -> tuple[int, int]:
                     if not isinstance(flow, http.HTTPFlow):
                         continue
                     seen += 1
-                    recorded += addon.ingest(flow)
+                    recorded += ingest(addon, flow)
     finally:
         addon.done()
     return seen, recorded
+
+
+def ingest(addon: Govrix, flow: http.HTTPFlow) -> bool:
+    """Record one captured flow as if it had passed through: no enforcement, no forwarding, the
+    capture's own timestamps. True when it was an LLM or MCP call."""
+    meta = flow.metadata.get("govrix")
+    if isinstance(meta, dict):  # captured by this proxy: the upstream may have been rewritten
+        if isinstance(meta.get("host"), str):
+            flow.request.host_header = meta["host"]
+        if meta.get("identity_kind") in ("proxy_auth", "header") and isinstance(
+            meta.get("agent_name"), str
+        ):
+            flow.request.headers["x-govrix-agent"] = meta["agent_name"]
+        if isinstance(meta.get("session_id"), str):
+            flow.request.headers["x-govrix-session"] = meta["session_id"]
+    call = addon.enforce(flow)
+    addon.forget(flow)
+    if call is None:
+        return False
+    if not call.done:  # (refused by a policy: its request event is all there is)
+        error = None if flow.response is not None else "no response captured"
+        addon.finish(flow, call, error=flow.error.msg if flow.error else error)
+    return call.route.kind != OTHER  # other hosts: metadata events, not counted as calls
 
 
 def main(argv: list[str]) -> int:

@@ -6,6 +6,8 @@ headers, so one server serves every test:
 - ``x-fake-chunks`` (default 5) and ``x-fake-delay-ms`` (default 0): stream shape and pacing.
 - ``x-fake-mode``: ``malformed`` (invalid JSON body), ``truncated`` (stream cut before the end),
   ``gzip`` / ``br`` (content-encoded body), ``huge`` (a 10 MB text body), ``error`` (429 JSON).
+- ``x-fake-usage: PROMPT,COMPLETION``: the token counts a buffered OpenAI answer reports (a test
+  that knows the real tokenizer's count of its prompt sends it; default 42 and 7).
 
 Every streamed chunk's send time (``time.time()``) is kept in ``sent[request_id]`` so a test can
 compare it with the time the client received it; ``requests`` keeps what arrived (headers, body).
@@ -126,7 +128,8 @@ class FakeProvider:
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                 await self._stream(send, rid, _openai_sse(model, chunks, include_usage), delay, mode)
             else:
-                await _respond(send, 200, json.dumps(_openai_full(model, "".join(WORDS[:chunks]))).encode(), mode)
+                usage = [int(x) for x in headers["x-fake-usage"].split(",")] if "x-fake-usage" in headers else None
+                await _respond(send, 200, json.dumps(_openai_full(model, "".join(WORDS[:chunks]), usage)).encode(), mode)
         elif path.endswith("/messages"):
             if payload.get("stream"):
                 await self._stream(send, rid, _anthropic_sse(model, chunks), delay, mode)
@@ -204,7 +207,8 @@ async def _respond(send: Send, status: int, body: bytes, mode: str = "") -> None
 PROMPT_TOKENS = 42
 
 
-def _openai_full(model: str, text: str) -> dict[str, Any]:
+def _openai_full(model: str, text: str, usage: list[int] | None = None) -> dict[str, Any]:
+    prompt, completion = usage or (PROMPT_TOKENS, 7)
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -212,9 +216,9 @@ def _openai_full(model: str, text: str) -> dict[str, Any]:
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {
-            "prompt_tokens": PROMPT_TOKENS,
-            "completion_tokens": 7,
-            "total_tokens": PROMPT_TOKENS + 7,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },

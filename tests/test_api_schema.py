@@ -53,7 +53,7 @@ SCORING_AUTH: dict[str, str] = {}
 OPERATIONS = [
     "listEvents", "getEvent", "listSessionEvents", "listAgents", "getAgent", "updateAgent",
     "retireAgent", "listAgentEvents", "listSessions", "getSession", "verifySession", "health",
-    "ready",
+    "ready", "listBudgets", "createBudget", "getBudget", "updateBudget", "deleteBudget",
 ]  # fmt: skip
 
 

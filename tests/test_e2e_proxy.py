@@ -296,13 +296,25 @@ def test_identity_precedence_and_api_key_hash(proxy: Proxy, module_dsn: str) -> 
     assert raw_key not in dump and "SECRETSECRET" not in dump
 
 
-def test_unknown_hosts_pass_through_unrecorded(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
-    before = len(events(module_dsn))
+def test_other_hosts_are_recorded_as_metadata_only(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+    """Egress to a host that is no LLM provider nor MCP: host, method, path, status, bytes; no body."""
+    sent = b'{"card": "4111 1111 1111 1111", "note": "SECRETBODY"}'
     with httpx.Client(proxy=proxy.url) as http:
-        r = http.get(f"{fake.url}/not-an-llm", headers={"X-Govrix-Agent": "unknown-host-agent"})
+        r = http.post(f"{fake.url}/not-an-llm?token=SECRETQUERY", headers={"X-Govrix-Agent": "egress-agent"},
+                      content=sent)
     assert r.status_code == 404 and r.json() == {"error": "not found"}
-    time.sleep(0.4)
-    assert len(events(module_dsn)) == before
+    rows = wait_events(
+        module_dsn, 2, "agent_id = (SELECT id FROM agents WHERE name = 'egress-agent')", timeout=15
+    )
+    req, resp = sorted(rows, key=lambda e: e["direction"] != "request")
+    assert req["provider"] == resp["provider"] == "other"
+    assert req["endpoint"] == "/not-an-llm" and resp["parent_id"] == req["id"]
+    assert resp["status_code"] == 404 and resp["response_bytes"] == len(r.content)
+    assert req["request_bytes"] == len(sent) and resp["latency_ms"] is not None
+    assert req["host"] == resp["host"] == "127.0.0.1" and req["method"] == resp["method"] == "POST"
+    assert not req["pii_detected"] and not resp["pii_detected"] and req["model"] is None
+    dump = json.dumps([list(map(str, e.values())) for e in rows])
+    assert "SECRETQUERY" not in dump and "SECRETBODY" not in dump and "4111" not in dump
 
 
 # -- lineage ------------------------------------------------------------------------------------------

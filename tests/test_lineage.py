@@ -83,3 +83,37 @@ def test_deleted_tail_is_found_through_the_recorded_head() -> None:
     assert verify("ses_t", rows(events), head).valid
     v = verify("ses_t", rows(events[:-1]), head)
     assert not v.valid and v.broken_seq == 4 and "deleted" in (v.reason or "")
+
+
+def test_chains_stored_before_the_added_columns_still_verify() -> None:
+    # The hash as it was before host/method/sanitized existed: every other column, in order.
+    import hashlib
+
+    from addon.event import ADDED_COLUMNS, COLUMNS
+    from addon.lineage import canonical_bytes
+
+    old_columns = [c for c in COLUMNS if c not in ADDED_COLUMNS and c != "lineage_hash"]
+    chain = Chain()
+    e = chain.seal(ev("ses_v1", 0, tool_calls=[{"name": "t"}]))
+    values = event_values(e)
+    old = [values[c] for c in old_columns]
+    old[old_columns.index("timestamp")] = (e.timestamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    old[old_columns.index("tool_calls")] = msgspec.json.encode(e.tool_calls)
+    assert canonical_bytes(values) == msgspec.msgpack.encode(old)
+    digest = hashlib.sha256(e.prev_hash.encode() + msgspec.msgpack.encode(old)).hexdigest()
+    assert e.lineage_hash == "sha256:" + digest
+
+
+@pytest.mark.parametrize(
+    ("column", "before", "after"),
+    [("host", None, "evil.example"), ("host", "api.openai.com", None), ("method", "POST", "GET"),
+     ("sanitized", {"model": {"bytes": 4}}, None), ("sanitized", None, {"model": {"bytes": 4}})],
+)
+def test_added_columns_are_covered_set_or_not(column: str, before: Any, after: Any) -> None:
+    chain = Chain()
+    events = [chain.seal(ev("ses_h", i, **{column: before})) for i in range(3)]
+    assert verify("ses_h", rows(events)).valid
+    data = rows(events)
+    data[1][column] = after
+    v = verify("ses_h", data)
+    assert not v.valid and v.broken_event_id == events[1].id

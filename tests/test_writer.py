@@ -276,3 +276,48 @@ def test_events_after_stop_are_spooled_and_replayed_at_next_start(
     assert w2.flush(30)
     w2.stop()
     assert count(db) == (3, 3)
+
+
+# -- durability reported to the recorder (what lets the proxy forget a capture) -----------------
+
+
+def test_durable_callback_names_every_event_committed_or_spooled(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    durable: list[str] = []
+    w = BatchWriter(dsn, tmp_path, capacity=100, on_durable=durable.extend)  # not started yet
+    events = make_events(250)
+    for ev in events:
+        w.enqueue(ev)
+    # the buffer took 100; 150 went to the spool file, durable before the writer even runs
+    assert sorted(durable) == sorted(e.id for e in events[100:])
+    durable.clear()
+    w.start()
+    assert w.flush(30)
+    w.stop()
+    assert count(db) == (250, 250)
+    # the buffered ones by their commit (the spooled ones are named again by their replay)
+    assert {e.id for e in events[:100]} <= set(durable) <= {e.id for e in events}
+
+
+def test_events_stored_already_are_counted_already_present_not_rejected(
+    dsn: str, db: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """A recorder that replaced a dead one is sent captures whose events may be stored."""
+    events = make_events(150)
+    durable: list[str] = []
+    w = BatchWriter(dsn, tmp_path, on_durable=durable.extend).start()
+    for ev in events[:100]:
+        w.enqueue(ev)
+    assert w.flush(30)
+    for ev in events[50:]:  # 50 of them again, same ids
+        w.enqueue(ev)
+    assert w.flush(30)
+    w.stop()
+    assert count(db) == (150, 150)
+    s = w.stats
+    assert (s.written, s.already_present, s.rejected, s.dropped) == (150, 50, 0, 0)
+    assert s.written + s.replayed + s.already_present == s.enqueued == 200
+    assert not (tmp_path / "deadletter.jsonl").exists()
+    assert sorted(durable) == sorted(e.id for e in events[:100] + events[50:])
+    assert db.execute("SELECT sum(event_count) FROM sessions").fetchone() == (150,)

@@ -26,9 +26,11 @@ from .bedrock import Bedrock, is_bedrock_host
 from .gemini import Gemini
 from .ollama import Ollama
 from .openai import COMPATIBLE_HOSTS, OpenAICompatible
+from .other import OTHER
 
 __all__ = [
     "OPENAI_COMPATIBLE_NAME",
+    "OTHER",
     "PROVIDERS",
     "Provider",
     "RequestInfo",
@@ -91,7 +93,10 @@ def get_provider(name: str) -> Provider | None:
 
 
 def provider_by_name(name: str) -> Provider:
-    """The provider ``detect`` returned under this name (an unknown name: OpenAI-compatible)."""
+    """The provider ``detect`` returned under this name (an unknown name: OpenAI-compatible;
+    ``other``: a host recorded as metadata only)."""
+    if name == OTHER.name:
+        return OTHER
     return get_provider(name) or _extra_provider(name)
 
 

@@ -25,6 +25,7 @@ from .base import (
 from .openai import is_event_stream
 from .sse import SSESplitter
 from .streaming import BufferedStreamParser, FramedStreamParser, StreamHandler
+from .tokens import completion_token_bound, prompt_token_bound
 
 MESSAGES = "messages"
 HOSTS = frozenset({"api.anthropic.com"})
@@ -60,6 +61,9 @@ class _Request(msgspec.Struct):
     tools: list[_Tool] | None = None
 
 
+#: Content blocks priced as media (by pixels or pages), not by their bytes.
+_MEDIA_BLOCKS = frozenset({"image", "document"})
+
 _request = msgspec.json.Decoder(_Request)
 
 
@@ -67,6 +71,7 @@ def parse_request_body(body: bytes) -> RequestInfo:
     """Parse a Messages request (raises msgspec errors)."""
     req = _request.decode(body)
     seg = Segments()
+    media = 0
     if isinstance(req.system, str):
         seg.add("$.system", req.system)
     elif req.system:
@@ -78,6 +83,9 @@ def parse_request_body(body: bytes) -> RequestInfo:
             continue
         for j, block in enumerate(msg.content):
             base = f"$.messages[{i}].content[{j}]"
+            media += block.type in _MEDIA_BLOCKS
+            if isinstance(block.content, list):
+                media += sum(part.type in _MEDIA_BLOCKS for part in block.content)
             if block.text is not None:
                 seg.add(f"{base}.text", block.text)
             elif block.input:
@@ -96,6 +104,8 @@ def parse_request_body(body: bytes) -> RequestInfo:
         tools=[t.name for t in req.tools or () if t.name],
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.max_tokens,
+        prompt_token_bound=prompt_token_bound(len(body), tools=bool(req.tools), media_parts=media),
+        completion_token_bound=completion_token_bound(req.max_tokens),
     )
 
 

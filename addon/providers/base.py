@@ -69,6 +69,12 @@ class RequestInfo(msgspec.Struct):
     estimated_prompt_tokens: int = 0
     max_tokens: int | None = None
     parse_error: str | None = None
+    #: Upper bound of the prompt tokens, for budget reservations (``tokens.prompt_token_bound``);
+    #: 0 when the parse did not compute one. ``estimated_prompt_tokens`` stays the event's estimate.
+    prompt_token_bound: int = 0
+    #: Upper bound of the completion tokens (``max_tokens`` times the choices asked for); None when
+    #: the request sets no limit, 0 for an endpoint without output (embeddings).
+    completion_token_bound: int | None = None
 
 
 class ResponseInfo(msgspec.Struct):

@@ -27,6 +27,7 @@ from .base import (
 )
 from .eventstream import EventStreamSplitter
 from .streaming import BufferedStreamParser, FramedStreamParser, StreamHandler
+from .tokens import completion_token_bound, prompt_token_bound
 
 CONVERSE = "converse"
 CONVERSE_STREAM = "converse-stream"
@@ -75,6 +76,10 @@ class _Block(msgspec.Struct):
     text: str | None = None
     toolUse: _ToolUse | None = None
     toolResult: _ToolResult | None = None
+    # Media blocks, only to count them (priced by pixels or pages, not bytes).
+    image: msgspec.Raw = msgspec.Raw()
+    document: msgspec.Raw = msgspec.Raw()
+    video: msgspec.Raw = msgspec.Raw()
 
 
 class _Message(msgspec.Struct):
@@ -133,6 +138,7 @@ def parse_request_body(endpoint: str, path: str, body: bytes) -> RequestInfo:
     tools = [
         t.toolSpec.name for t in (req.toolConfig.tools if req.toolConfig else ()) if t.toolSpec
     ]
+    max_tokens = req.inferenceConfig.maxTokens if req.inferenceConfig else None
     return RequestInfo(
         provider="bedrock",
         endpoint=endpoint,
@@ -141,7 +147,17 @@ def parse_request_body(endpoint: str, path: str, body: bytes) -> RequestInfo:
         text=seg.items,
         tools=tools,
         estimated_prompt_tokens=estimate_tokens(seg.chars),
-        max_tokens=req.inferenceConfig.maxTokens if req.inferenceConfig else None,
+        max_tokens=max_tokens,
+        prompt_token_bound=prompt_token_bound(
+            len(body),
+            tools=bool(tools),
+            media_parts=sum(
+                bool(b.image) + bool(b.document) + bool(b.video)
+                for m in req.messages
+                for b in m.content
+            ),
+        ),
+        completion_token_bound=completion_token_bound(max_tokens),
     )
 
 

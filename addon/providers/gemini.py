@@ -28,6 +28,7 @@ from .framing import JSONArraySplitter
 from .openai import is_event_stream
 from .sse import SSESplitter
 from .streaming import BufferedStreamParser, FramedStreamParser, StreamHandler
+from .tokens import completion_token_bound, prompt_token_bound
 
 GENERATE = "generateContent"
 STREAM_GENERATE = "streamGenerateContent"
@@ -91,6 +92,8 @@ class _Tool(msgspec.Struct):
 class _GenerationConfig(msgspec.Struct):
     maxOutputTokens: int | None = None
     max_output_tokens: int | None = None
+    candidateCount: int | None = None
+    candidate_count: int | None = None
 
 
 class _Request(msgspec.Struct):
@@ -133,9 +136,17 @@ def parse_request_body(provider: str, endpoint: str, path: str, body: bytes) -> 
     for tool in req.tools or ():
         tools.extend(f.name for f in tool.functionDeclarations or tool.function_declarations or ())
     config = req.generationConfig or req.generation_config
-    max_tokens = None
+    max_tokens = choices = None
     if config is not None:
         max_tokens = config.maxOutputTokens or config.max_output_tokens
+        choices = config.candidateCount or config.candidate_count
+    # A part that is neither text nor a function call/response is media (inlineData, fileData).
+    media = sum(
+        1
+        for content in req.contents
+        for part in content.parts
+        if part.text is None and part.functionCall is None and part.functionResponse is None
+    )
     return RequestInfo(
         provider=provider,
         endpoint=endpoint,
@@ -145,6 +156,8 @@ def parse_request_body(provider: str, endpoint: str, path: str, body: bytes) -> 
         tools=tools,
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=max_tokens,
+        prompt_token_bound=prompt_token_bound(len(body), tools=bool(tools), media_parts=media),
+        completion_token_bound=completion_token_bound(max_tokens, choices),
     )
 
 

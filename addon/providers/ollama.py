@@ -22,6 +22,7 @@ from .base import (
 )
 from .framing import NDJSONSplitter
 from .streaming import FramedStreamParser, StreamHandler
+from .tokens import completion_token_bound, prompt_token_bound
 
 CHAT = "ollama.chat"
 GENERATE = "ollama.generate"
@@ -50,6 +51,7 @@ class _ToolCallIn(msgspec.Struct):
 class _Message(msgspec.Struct):
     content: str | None = None
     tool_calls: list[_ToolCallIn] | None = None
+    images: list[msgspec.Raw] | None = None
 
 
 class _Named(msgspec.Struct):
@@ -73,6 +75,7 @@ class _Request(msgspec.Struct):
     stream: bool | None = None
     tools: list[_Tool] | None = None
     options: _Options | None = None
+    images: list[msgspec.Raw] | None = None
 
 
 _request = msgspec.json.Decoder(_Request)
@@ -102,6 +105,17 @@ def parse_request_body(endpoint: str, body: bytes) -> RequestInfo:
         tools=[t.function.name for t in req.tools or () if t.function and t.function.name],
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.options.num_predict if req.options else None,
+        prompt_token_bound=prompt_token_bound(
+            len(body),
+            tools=bool(req.tools),
+            media_parts=len(req.images or ()) + sum(len(m.images or ()) for m in req.messages),
+        ),
+        # num_predict -1 (no limit) and -2 (fill the context) set no bound.
+        completion_token_bound=completion_token_bound(
+            req.options.num_predict
+            if req.options and req.options.num_predict is not None and req.options.num_predict >= 0
+            else None
+        ),
     )
 
 

@@ -27,6 +27,7 @@ from .base import (
 )
 from .sse import SSESplitter
 from .streaming import BufferedStreamParser, FramedStreamParser, StreamHandler
+from .tokens import completion_token_bound, prompt_token_bound
 
 CHAT = "chat.completions"
 RESPONSES = "responses"
@@ -87,6 +88,7 @@ class _ChatRequest(msgspec.Struct):
     stream: bool | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    n: int | None = None
     tools: list[_ToolDef] | None = None
     functions: list[_Named] | None = None
 
@@ -117,6 +119,18 @@ class _LegacyRequest(msgspec.Struct):
     suffix: str | None = None
     stream: bool | None = None
     max_tokens: int | None = None
+    n: int | None = None
+    best_of: int | None = None
+
+
+#: Content part types that are text; any other part (image, audio, file) is media.
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal", ""})
+
+
+def _media_parts(content: str | list[_Part] | None) -> int:
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for part in content if part.type not in _TEXT_PARTS)
 
 
 _chat_request = msgspec.json.Decoder(_ChatRequest)
@@ -147,6 +161,9 @@ def _content_segments(seg: Segments, base: str, content: str | list[_Part] | Non
 
 def _parse_chat(provider: str, body: bytes) -> RequestInfo:
     req = _chat_request.decode(body)
+    max_tokens = (
+        req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    )
     seg = Segments()
     for i, msg in enumerate(req.messages):
         _content_segments(seg, f"$.messages[{i}].content", msg.content)
@@ -165,9 +182,13 @@ def _parse_chat(provider: str, body: bytes) -> RequestInfo:
         text=seg.items,
         tools=_tool_names(req.tools, req.functions),
         estimated_prompt_tokens=estimate_tokens(seg.chars),
-        max_tokens=req.max_completion_tokens
-        if req.max_completion_tokens is not None
-        else req.max_tokens,
+        max_tokens=max_tokens,
+        prompt_token_bound=prompt_token_bound(
+            len(body),
+            tools=bool(req.tools or req.functions),
+            media_parts=sum(_media_parts(m.content) for m in req.messages),
+        ),
+        completion_token_bound=completion_token_bound(max_tokens, req.n),
     )
 
 
@@ -191,6 +212,15 @@ def _parse_responses(provider: str, body: bytes) -> RequestInfo:
         tools=_tool_names(req.tools),
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.max_output_tokens,
+        prompt_token_bound=prompt_token_bound(
+            len(body),
+            tools=bool(req.tools),
+            media_parts=sum(
+                _media_parts(item.content) + _media_parts(item.output)
+                for item in (req.input if isinstance(req.input, list) else ())
+            ),
+        ),
+        completion_token_bound=completion_token_bound(req.max_output_tokens),
     )
 
 
@@ -220,6 +250,10 @@ def _parse_legacy(provider: str, endpoint: str, body: bytes) -> RequestInfo:
         text=seg.items,
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.max_tokens,
+        prompt_token_bound=prompt_token_bound(len(body)),
+        completion_token_bound=0
+        if endpoint == EMBEDDINGS
+        else completion_token_bound(req.max_tokens, max(req.n or 1, req.best_of or 1)),
     )
 
 
