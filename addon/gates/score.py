@@ -15,6 +15,7 @@ from addon.call import Call
 from addon.capture import Score
 from addon.mcp import InlineScorer, parse_tools_call, score_row
 from addon.refusals import Refusal
+from addon.route import MCP_CALL
 
 
 class ScoreMcp:
@@ -33,7 +34,7 @@ class ScoreMcp:
         self.send = send
 
     def __call__(self, call: Call, flow: http.HTTPFlow) -> Refusal | None:
-        if call.body is None:
+        if call.route.kind != MCP_CALL or call.body is None:
             return None
         mcp_call = parse_tools_call(call.body)
         if mcp_call is None:
