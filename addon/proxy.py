@@ -226,6 +226,10 @@ class Govrix:
             "1 when the agent table listener is connected.",
             lambda: float(self.agents.live),
         )
+        metrics.LIVE.gauges["govrix_budgets_loaded"] = (
+            "1 once the budget limits and usage have been read from PostgreSQL.",
+            lambda: float(self.budgets.loaded),
+        )
         if self.recorder is not None:
             self.recorder.export_metrics()
 
