@@ -12,7 +12,9 @@ user-space instructions per request of the whole mitmdump process (all its threa
 - bare ``mitmdump``;
 - ``mitmdump -s addon/main.py`` with the recorder process (the default; the recorder's own
   instructions are on another core and reported by ``bench proxy`` as CPU per request);
-- the addon with ``GOVRIX_RECORDER=inline`` (everything in the mitmdump process).
+- the addon with ``GOVRIX_RECORDER=inline`` (everything in the mitmdump process);
+- the addon with governance on, as ``bench proxy`` runs it: PII scan, its 20-rule policy and a
+  global USD budget that every call reserves against and settles.
 
 DESIGN.md's budget: the addon's own CPU per request stays within 10% of mitmproxy's. Needs
 ``valgrind`` (``apt-get install valgrind``). Results go into BENCHMARKS.md's "## Proxy
@@ -87,6 +89,8 @@ async def run(args: argparse.Namespace, base: str, work: Path) -> dict[str, floa
     cert = bench_upstream.make_cert(work / "upstream")
     upstream = bp.Upstream(bp._free_port(), bp._free_port())
     up = bench_upstream.start(upstream.http_port, upstream.https_port, cert)
+    governed = scratch_db(base, "govrix_bench_instr_gov")
+    bp.add_budget(governed)  # as `bench proxy`'s governance-on proxy: every call reserves
     variants = [
         Valgrinded("bare", work / "bare", addon=False),
         Valgrinded(
@@ -96,6 +100,10 @@ async def run(args: argparse.Namespace, base: str, work: Path) -> dict[str, floa
         Valgrinded(
             "addon, GOVRIX_RECORDER=inline", work / "inline", addon=True,
             dsn=scratch_db(base, "govrix_bench_instr_inline"), env={"GOVRIX_RECORDER": "inline"},
+        ),
+        Valgrinded(
+            "addon, governance on", work / "gov", addon=True, dsn=governed,
+            env={"GOVRIX_PII_SCAN": "1", "GOVRIX_POLICY_FILE": str(bp.write_policy(work))},
         ),
     ]  # fmt: skip
     out: dict[str, float] = {}
