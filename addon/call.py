@@ -6,14 +6,21 @@ Kept by the conductor under the flow's id (``flow.metadata`` must stay serializa
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mitmproxy import http
+
+from addon import ids
 from addon.budgets import Reservation
+from addon.capture import Begin, End
 from addon.identity import Identity
+from addon.mcp import summary
 from addon.pii import Finding
 from addon.providers import RequestInfo
-from addon.route import Route
+from addon.route import OTHER, Route
+from addon.tee import body_headers
 from api.scoring import ScoreResult
 
 
@@ -59,6 +66,77 @@ class Call:
         if self.body is None:
             return "undecodable request body (content-encoding)"
         return self.info.parse_error if self.info is not None else None
+
+    # -- what the recorder is handed --------------------------------------------------------------
+
+    def begin(
+        self,
+        status_code: int | None,
+        error: str | None,
+        *,
+        reserved: bool,
+        bare: bool = False,
+    ) -> Begin:
+        """The request as captured (``status_code`` set: answered by the proxy itself). ``bare``:
+        only what is certain to cross the pipe (the metadata, every text made storable)."""
+        ident, route = self.identity, self.route
+        keep_body = route.kind != OTHER and not bare
+        return Begin(
+            key=self.key,
+            provider=route.provider_name,
+            endpoint=storable(route.endpoint) if bare else route.endpoint,
+            path=route.path,
+            agent_id=ident.agent_id,
+            agent_name=storable(ident.name) if bare else ident.name,
+            identity_kind=ident.kind,
+            source_ip=ident.source_ip,
+            session_id=storable(self.session_id) if bare else self.session_id,
+            started=self.started,
+            body=self.body if keep_body else None,
+            request_bytes=self.request_bytes,
+            compliance_tag=self.compliance_tag,
+            policy_decisions=[] if bare else self.policy_decisions,
+            findings=self.findings if keep_body else [],
+            tool_name=None if bare else self.tool_name,
+            risk=summary(self.risk) if self.risk is not None and not bare else None,
+            status_code=status_code,
+            error=error,
+            reserved=reserved,
+            host=route.host,
+            method=self.method,
+        )
+
+    def end(self, resp: http.Response | None, error: str | None) -> End:
+        """The response or the error; with no response and no error hook (the proxy stopping),
+        what the tee copied so far."""
+        if resp is not None and not self.content_type and self.encoding is None:
+            # no responseheaders hook ran (offline replay, a response made by another addon)
+            self.content_type, self.encoding = body_headers(resp.headers.fields)
+        body: bytes | None = None
+        if self.route.kind == OTHER:  # metadata only
+            size = self.response_bytes or (len(resp.raw_content or b"") if resp else 0)
+        elif self.streamed or (resp is None and self.chunks):
+            body = b"".join(self.chunks)
+            self.chunks.clear()
+            size = self.response_bytes
+        elif resp is not None and error is None:
+            body = resp.raw_content or b""
+            size = len(body)
+        else:
+            size = self.response_bytes
+        return End(
+            key=self.key,
+            status_code=resp.status_code if resp is not None else self.status_code,
+            content_type=storable(self.content_type),
+            encoding=storable(self.encoding) if self.encoding else None,
+            body=body,
+            response_bytes=size,
+            first_byte=self.first_byte,
+            response_start=resp.timestamp_start if resp is not None else None,
+            end=(resp.timestamp_end if resp is not None else None) or time.time(),
+            error=error,
+            response_key=ids.event_id(),  # chosen here: the same id if it is ever resent
+        )
 
 
 def storable(text: str) -> str:

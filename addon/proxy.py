@@ -32,7 +32,7 @@ from addon import ids, metrics, refusals
 from addon.agents import AgentTable
 from addon.budgets import Budgets, Reservation
 from addon.call import Call, storable
-from addon.capture import UNKNOWN_USAGE, Begin, End, Seen, Settle, Sight, Stream, ToProxy
+from addon.capture import UNKNOWN_USAGE, Seen, Settle, Sight, Stream, ToProxy
 from addon.gates import Gate, Hold
 from addon.gates.budget import BudgetGate
 from addon.gates.killswitch import KillSwitch
@@ -48,7 +48,7 @@ from addon.identity import (
     scan_headers,
     vendor_session,
 )
-from addon.mcp import InlineScorer, summary
+from addon.mcp import InlineScorer
 from addon.policy import PolicyError, PolicyStore, watch
 from addon.refusals import Refusal
 from addon.route import MCP_CALL, OTHER, Route, Router
@@ -602,60 +602,15 @@ class Govrix:
         """Hand the request over to the recorder (it becomes the request event)."""
         assert self.recorder is not None
         call.begun = True
-        ident = call.identity
-        route = call.route
-        other = route.kind == OTHER
-        begin = Begin(
-            key=call.key,
-            provider=route.provider_name,
-            endpoint=route.endpoint,
-            path=route.path,
-            agent_id=ident.agent_id,
-            agent_name=ident.name,
-            identity_kind=ident.kind,
-            source_ip=ident.source_ip,
-            session_id=call.session_id,
-            started=call.started,
-            body=None if other else call.body,
-            request_bytes=call.request_bytes,
-            compliance_tag=call.compliance_tag,
-            policy_decisions=call.policy_decisions,
-            findings=[] if other else call.findings,
-            tool_name=call.tool_name,
-            risk=_summary(call),
-            status_code=status_code,
-            error=error,
-            reserved=call.key in self._reservations,
-            host=route.host,
-            method=call.method,
-        )
+        reserved = call.key in self._reservations
         try:
-            self.recorder.send(begin)
+            self.recorder.send(call.begin(status_code, error, reserved=reserved))
         except Exception:
             # A value our pipe cannot carry: the event still exists, with what is certain.
             metrics.child(metrics.HOOK_ERRORS, "capture").inc()
             log.exception("capture of %s failed; recording its metadata only", call.key)
             self.recorder.send(
-                Begin(
-                    key=call.key,
-                    provider=route.provider_name,
-                    endpoint=storable(route.endpoint),
-                    path=route.path,
-                    agent_id=ident.agent_id,
-                    agent_name=storable(ident.name),
-                    identity_kind=ident.kind,
-                    source_ip=ident.source_ip,
-                    session_id=storable(call.session_id),
-                    started=call.started,
-                    body=None,
-                    request_bytes=call.request_bytes,
-                    findings=[],
-                    status_code=status_code,
-                    error=error or "capture_failed",
-                    reserved=begin.reserved,
-                    host=route.host,
-                    method=call.method,
-                )
+                call.begin(status_code, error or "capture_failed", reserved=reserved, bare=True)
             )
 
     # -- response -------------------------------------------------------------------------------
@@ -711,41 +666,10 @@ class Govrix:
             log.exception("error hook failed")
 
     def finish(self, flow: http.HTTPFlow | None, call: Call, *, error: str | None) -> None:
-        """Hand the response (or the error) over to the recorder."""
+        """Hand the response (or the error; ``flow`` None: the proxy is stopping) over."""
         call.done = True
         assert self.recorder is not None
-        resp = flow.response if flow is not None else None
-        if resp is not None and not call.content_type and call.encoding is None:
-            # no responseheaders hook ran (offline replay, a response made by another addon)
-            call.content_type, call.encoding = body_headers(resp.headers.fields)
-        body: bytes | None = None
-        if call.route.kind == OTHER:
-            size = call.response_bytes or (len(resp.raw_content or b"") if resp else 0)
-        elif call.streamed or flow is None:  # (stopping: what the tee copied so far)
-            body = b"".join(call.chunks)
-            call.chunks.clear()
-            size = call.response_bytes
-        elif resp is not None and error is None:
-            body = resp.raw_content or b""
-            size = len(body)
-        else:
-            size = call.response_bytes
-        end = (resp.timestamp_end if resp is not None else None) or time.time()
-        self.recorder.send(
-            End(
-                key=call.key,
-                status_code=resp.status_code if resp is not None else call.status_code,
-                content_type=storable(call.content_type),
-                encoding=storable(call.encoding) if call.encoding else None,
-                body=body,
-                response_bytes=size,
-                first_byte=call.first_byte,
-                response_start=resp.timestamp_start if resp is not None else None,
-                end=end,
-                error=error,
-                response_key=ids.event_id(),  # chosen here: the same id if it is ever resent
-            )
-        )
+        self.recorder.send(call.end(flow.response if flow is not None else None, error))
 
     # -- agents ---------------------------------------------------------------------------------
 
@@ -767,10 +691,6 @@ class Govrix:
                     _ts(now),
                 )
             )
-
-
-def _summary(call: Call) -> dict[str, Any] | None:
-    return summary(call.risk) if call.risk is not None else None
 
 
 def _peer(flow: http.HTTPFlow) -> str | None:
