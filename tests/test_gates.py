@@ -8,6 +8,7 @@ request event is produced.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from addon import config as config_mod
 from addon import ids
 from addon.budgets import BudgetSpec
-from addon.capture import Begin, End, Score, Sight, ToRecorder
+from addon.capture import Begin, End, Score, Settle, Sight, ToRecorder
 from addon.policy import PolicyStore, parse_policy
 from addon.proxy import Govrix
 
@@ -457,3 +458,36 @@ def test_a_failure_of_the_conductor_still_records_the_call(
     (b,) = rec.begins()
     assert (f.response is not None) is refused
     assert (b.error == "governance_error") is refused
+
+
+async def test_a_call_waits_for_budget_room_held_in_flight(home: Path) -> None:
+    """Room held by a call in flight: the next call is intercepted (the loop stays free) and goes
+    on once the first settles below its bound; with nothing settled in time it is refused."""
+    g, rec = start(home, GOVRIX_BUDGET_WAIT="5")
+    g.budgets.set_specs([BudgetSpec(period="daily", metric="tokens", limit=3_000)])
+    first = flow(headers={"x-govrix-agent": "w"}, body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'))
+    g.request(first)
+    assert first.response is None and not first.intercepted  # admitted: 0 spent + 0 reserved
+    second = flow(headers={"x-govrix-agent": "w"}, body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'))
+    g.request(second)
+    assert second.intercepted and second.response is None and len(rec.begins()) == 1
+    # the first call settles at its real (small) usage: room again
+    key = rec.begins()[0].key
+    g._on_reply(Settle(key, 40, None))
+    await asyncio.wait_for(second.wait_for_resume(), 5)
+    assert second.response is None and len(rec.begins()) == 2  # forwarded
+    assert rec.begins()[1].status_code is None
+
+
+async def test_a_waiting_call_is_refused_when_no_room_comes(home: Path) -> None:
+    g, rec = start(home, GOVRIX_BUDGET_WAIT="0.2")
+    g.budgets.set_specs([BudgetSpec(period="daily", metric="tokens", limit=3_000)])
+    body = CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"')
+    g.request(flow(headers={"x-govrix-agent": "w"}, body=body))
+    second = flow(headers={"x-govrix-agent": "w"}, body=body)
+    g.request(second)
+    assert second.intercepted
+    await asyncio.wait_for(second.wait_for_resume(), 5)
+    assert second.response is not None and second.response.status_code == 429
+    assert json.loads(second.response.content or b"{}")["budget"]["reason"] == "reserved"
+    assert rec.begins()[-1].error == "budget_exceeded"
