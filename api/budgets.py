@@ -74,11 +74,13 @@ class BudgetOut(msgspec.Struct, kw_only=True):
     agent_id: str | None
     period: str
     metric: str
-    limit: int | float
+    # JSON numbers: whole tokens stay integers when encoded (a ``int | float`` annotation would
+    # publish ``oneOf: [integer, number]``, which 0.0 or 10 matches twice).
+    limit: float
     enabled: bool
-    spent: int | float
-    reserved: int | float
-    remaining: int | float
+    spent: float
+    reserved: float
+    remaining: float
     period_starts_at: datetime
     period_ends_at: datetime
     created_at: datetime
