@@ -314,7 +314,7 @@ def test_other_hosts_are_recorded_as_metadata_only(proxy: Proxy, fake: FakeProvi
     assert req["host"] == resp["host"] == "127.0.0.1" and req["method"] == resp["method"] == "POST"
     assert not req["pii_detected"] and not resp["pii_detected"] and req["model"] is None
     dump = json.dumps([list(map(str, e.values())) for e in rows])
-    assert "SECRETQUERY" not in dump and "SECRETBODY" not in dump and "4111" not in dump
+    assert "SECRETQUERY" not in dump and "SECRETBODY" not in dump and "4111 1111" not in dump
 
 
 # -- lineage ------------------------------------------------------------------------------------------
