@@ -214,19 +214,8 @@ def summary(result: ScoreResult) -> dict[str, Any]:
 
 def score_row(customer: str, event: ActionEvent, result: ScoreResult) -> ScoreRow:
     """The ``actions`` and ``scores`` rows of an inline score."""
-    q = Engine.facts_for_history(event)
     return ScoreRow(
-        action=(
-            customer,
-            event.event_id,
-            q.agent_id,
-            event.session.session_id if event.session else None,
-            event.action,
-            q.server_key,
-            q.resource_key,
-            event.timestamp,
-            msgspec.json.encode(event).decode(),
-        ),
+        action=Engine.action_row(customer, event, msgspec.json.encode(event).decode()),
         score=(
             customer,
             event.event_id,

@@ -210,26 +210,11 @@ ON CONFLICT (customer_id, agent_id, minute) DO UPDATE SET n = agent_activity.n +
 NOTIFY_CHANNEL = "govrix_scoring"
 
 
-def _action_row(customer_id: str, event: ActionEvent, raw: bytes) -> tuple[Any, ...]:
-    q = Engine.facts_for_history(event)
-    return (
-        customer_id,
-        event.event_id,
-        q.agent_id,
-        event.session.session_id if event.session else None,
-        event.action,
-        q.server_key,
-        q.resource_key,
-        _utc(event.timestamp),
-        raw.decode(),
-    )
-
-
 async def insert_batch(
     conn: Conn, customer_id: str, events: Sequence[tuple[ActionEvent, bytes]]
 ) -> None:
     """Store actions and queue them for scoring; wakes the workers at commit (NOTIFY)."""
-    rows = [_action_row(customer_id, e, raw) for e, raw in events]
+    rows = [Engine.action_row(customer_id, e, raw.decode()) for e, raw in events]
     columns = list(zip(*rows, strict=True))[1:]  # customer_id is the same scalar for all
     await conn.execute(_INSERT_BATCH, (customer_id, *(list(c) for c in columns)))
     await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, customer_id))

@@ -12,6 +12,7 @@ no context at all, rules pulling in opposite directions, a score at a band edge.
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,27 @@ class Engine:
             agent_id=event.agent.agent_id if event.agent else None,
             server_key=(mcp.server_id or mcp.server_name) if mcp else None,
             resource_key=resource,
+        )
+
+    @staticmethod
+    def action_row(customer_id: str, event: ActionEvent, event_json: str) -> tuple[Any, ...]:
+        """The ``actions`` row of an event, in that table's column order (customer_id, event_id,
+        agent_id, session_id, action, server_key, resource_key, timestamp, event); the scoring
+        API and the proxy's inline scores both store it. A naive timestamp is taken as UTC."""
+        q = Engine.facts_for_history(event)
+        ts = event.timestamp
+        if ts is not None and ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)
+        return (
+            customer_id,
+            event.event_id,
+            q.agent_id,
+            event.session.session_id if event.session else None,
+            event.action,
+            q.server_key,
+            q.resource_key,
+            ts,
+            event_json,
         )
 
     # --- scoring --------------------------------------------------------------------------
