@@ -373,17 +373,16 @@ class ProcessSink:
     def _durable(self, msg: Durable) -> None:
         """Let go of the calls whose events are all durable now."""
         held = self._held
-        for key in msg.requests:
-            h = held.get(key)
-            if h is not None:
-                h.request = True
-                if h.response:
-                    self._release(key, h)
-        for key in msg.responses:
-            h = held.get(key)
-            if h is not None:
-                h.response = True
-                if h.request:
+        for keys, response in ((msg.requests, False), (msg.responses, True)):
+            for key in keys:
+                h = held.get(key)
+                if h is None:
+                    continue
+                if response:
+                    h.response = True
+                else:
+                    h.request = True
+                if h.request and h.response:
                     self._release(key, h)
 
     def _release(self, key: str, held: _Held) -> None:
@@ -444,7 +443,9 @@ class ProcessSink:
         """What a successor needs, in order, and how many events nothing can bring back."""
         # Sight and Score still waiting for the pipe (once written, they are not kept)
         waiting: list[ToRecorder] = [
-            m for m in Deframer(ToRecorder).feed(b"".join(self._frames)) if not isinstance(m, _KEYED)
+            m
+            for m in Deframer(ToRecorder).feed(b"".join(self._frames))
+            if not isinstance(m, _KEYED)
         ]
         lost = 0
         for key, held in self._held.items():

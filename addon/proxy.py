@@ -51,7 +51,7 @@ from addon.identity import (
 from addon.mcp import InlineScorer
 from addon.policy import PolicyError, PolicyStore, watch
 from addon.refusals import Refusal
-from addon.route import MCP_CALL, OTHER, Route, Router
+from addon.route import MCP_CALL, OTHER, Route, Router, host_port
 from addon.supervisor import Supervisor
 from addon.tee import Tee, body_headers, decoded_content, is_streamed
 from api.scoring import Engine
@@ -426,7 +426,7 @@ class Govrix:
             t0 = time.perf_counter()
             call.held = False
             if flow.error is not None:  # the client went away while it waited
-                self._refuse(flow, call, refusals.Refusal(499, "client_closed", "client went away"))
+                self._refuse(flow, call, refusals.client_closed())
             elif answer is not None:
                 self._refuse(flow, call, answer)
             else:
@@ -467,7 +467,7 @@ class Govrix:
         try:
             host, port, path = self.router.target(req, get)
             host, path = storable(host), storable(path)
-            found = self.router.detect(host if port in (80, 443) else f"{host}:{port}", path)
+            found = self.router.detect(host_port(host, port), path)
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "route").inc()
             log.exception("request target unreadable: routed as another host")

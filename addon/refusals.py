@@ -76,6 +76,11 @@ def gate_failed(gate: str) -> Refusal:
     )
 
 
+def client_closed() -> Refusal:
+    """The client went away while its call waited (nobody reads it; it names the event)."""
+    return Refusal(499, "client_closed", "the client went away before the call was forwarded")
+
+
 def policy_blocked(rule: str, message: str | None) -> Refusal:
     return Refusal(
         403, "policy_blocked", message or f"blocked by policy rule {rule}", extra={"rule": rule}

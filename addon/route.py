@@ -44,10 +44,6 @@ class Route:
     def provider_name(self) -> str:
         return self.provider.name if self.provider is not None else OTHER
 
-    @property
-    def host_port(self) -> str:
-        return self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
-
 
 class Router:
     """Provider detection, remembered per (host, path): a fleet calls few distinct pairs, and
@@ -85,6 +81,11 @@ class Router:
         if is_mcp_call(req):
             return Route(MCP_CALL, MCP, "tools/call", host, port, path)
         return Route(OTHER, None, path[:MAX_PATH], host, port, path)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host``, with the port when it is not a default one (what ``detect`` keys on)."""
+    return host if port in (80, 443) else f"{host}:{port}"
 
 
 def is_mcp_call(req: http.Request) -> bool:

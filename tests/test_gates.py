@@ -491,3 +491,21 @@ async def test_a_waiting_call_is_refused_when_no_room_comes(home: Path) -> None:
     assert second.response is not None and second.response.status_code == 429
     assert json.loads(second.response.content or b"{}")["budget"]["reason"] == "reserved"
     assert rec.begins()[-1].error == "budget_exceeded"
+
+
+async def test_a_waiting_call_whose_client_left_is_recorded_not_forwarded(home: Path) -> None:
+    g, rec = start(home, GOVRIX_BUDGET_WAIT="5")
+    g.budgets.set_specs([BudgetSpec(period="daily", metric="tokens", limit=3_000)])
+    body = CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"')
+    g.request(flow(headers={"x-govrix-agent": "w"}, body=body))
+    second = flow(headers={"x-govrix-agent": "w"}, body=body)
+    g.request(second)
+    assert second.intercepted
+    second.error = tflow.terr("client disconnected")
+    g.error(second)  # mitmproxy's error hook while it waits: the task records it
+    assert len(rec.begins()) == 1 and not any(isinstance(m, End) for m in rec.sent)
+    g._on_reply(Settle(rec.begins()[0].key, 40, None))
+    await asyncio.wait_for(second.wait_for_resume(), 5)
+    b = rec.begins()[-1]
+    assert b.status_code == 499 and b.error == "client_closed"
+    assert not any(isinstance(m, End) and m.key == b.key for m in rec.sent)
