@@ -1,5 +1,5 @@
 """The recorder's side of durability: which call each event in its writer belongs to, and which
-calls' events became durable since it last told the proxy (``Durable`` in ``addon/capture.py``).
+calls' events became durable since it last told the proxy (``Durable`` in ``addon/wire.py``).
 
 The writer calls ``durable`` from its own thread (or from the recorder's, when ``enqueue``
 spools); the recorder's main loop takes the answer with ``take`` and sends it. ``wake`` is called
@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from addon.capture import Durable
+from addon.wire import Durable
 
 log = logging.getLogger("govrix.acks")
 
@@ -46,7 +46,9 @@ class Acks:
                 if self.forgotten == 1 or self.forgotten % 1000 == 0:
                     log.error(
                         "%d events never reported durable by the writer: forgetting the oldest "
-                        "(%d so far)", MAX_AWAITED, self.forgotten
+                        "(%d so far)",
+                        MAX_AWAITED,
+                        self.forgotten,
                     )
             events[event_id] = (key, response)
 

@@ -14,19 +14,19 @@ from mitmproxy import http
 
 from addon import ids
 from addon.budgets import Reservation
-from addon.capture import Begin, End
 from addon.identity import Identity
 from addon.mcp import summary
 from addon.pii import Finding
 from addon.providers import RequestInfo
 from addon.route import OTHER, Route
 from addon.tee import body_headers
+from addon.wire import Begin, End
 from api.scoring import ScoreResult
 
 
 @dataclass(slots=True)
 class Call:
-    key: str  # the request event id
+    request_id: str  # the request event id
     identity: Identity
     session_id: str
     started: float  # wall clock, request ingress
@@ -82,7 +82,7 @@ class Call:
         ident, route = self.identity, self.route
         keep_body = route.kind != OTHER and not bare
         return Begin(
-            key=self.key,
+            request_id=self.request_id,
             provider=route.provider_name,
             endpoint=storable(route.endpoint) if bare else route.endpoint,
             path=route.path,
@@ -125,7 +125,7 @@ class Call:
         else:
             size = self.response_bytes
         return End(
-            key=self.key,
+            request_id=self.request_id,
             status_code=resp.status_code if resp is not None else self.status_code,
             content_type=storable(self.content_type),
             encoding=storable(self.encoding) if self.encoding else None,
@@ -135,7 +135,7 @@ class Call:
             response_start=resp.timestamp_start if resp is not None else None,
             end=(resp.timestamp_end if resp is not None else None) or time.time(),
             error=error,
-            response_key=ids.event_id(),  # chosen here: the same id if it is ever resent
+            response_id=ids.event_id(),  # chosen here: the same id if it is ever resent
         )
 
 

@@ -90,7 +90,9 @@ class Identifier:
         if digest is None:
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
-            digest = hmac.new(self._secret, api_key.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:32]
+            digest = hmac.new(
+                self._secret, api_key.encode("utf-8", "surrogateescape"), hashlib.sha256
+            ).hexdigest()[:32]
             self._key_cache[api_key] = digest
         return digest
 
@@ -176,10 +178,10 @@ def scan_headers(
     fields: tuple[tuple[bytes, bytes], ...],
 ) -> tuple[Callable[[str], str | None], tuple[tuple[bytes, bytes], ...] | None]:
     """One pass over raw header fields (the hot path reads ~20 names; a lookup each would walk
-    every header each time). Returns a getter for the names identity and sessions read (and
-``content-encoding``), and the
-    fields without ours (``x-govrix-*``, proxy credentials, ``x-agent-id``), or None when there
-    was nothing to strip."""
+        every header each time). Returns a getter for the names identity and sessions read (and
+    ``content-encoding``), and the
+        fields without ours (``x-govrix-*``, proxy credentials, ``x-agent-id``), or None when there
+        was nothing to strip."""
     found: dict[str, str] = {}
     drop = False
     for name, value in fields:

@@ -2,7 +2,7 @@
 
 Per request it runs the gates of ``addon/gates/`` in order (identify, kill switch, route, parse,
 score, budget, policy, pii), answers the first refusal (``addon/refusals.py``) or forwards, and
-hands raw captures (``addon/capture.py``) to the recorder through ``addon/supervisor.py``; on the
+hands raw captures (``addon/wire.py``) to the recorder through ``addon/supervisor.py``; on the
 response side it tees streams (``addon/tee.py``) and hands the response over. Rules it keeps:
 
 - No database or network I/O in a hook: state is in memory, captures leave through a pipe.
@@ -32,7 +32,6 @@ from addon import ids, metrics, refusals
 from addon.agents import AgentTable
 from addon.budgets import Budgets, Reservation
 from addon.call import Call, storable
-from addon.capture import UNKNOWN_USAGE, Seen, Settle, Sight, Stream, ToProxy
 from addon.gates import Gate, Hold
 from addon.gates.budget import BudgetGate
 from addon.gates.killswitch import KillSwitch
@@ -54,6 +53,7 @@ from addon.refusals import Refusal
 from addon.route import MCP_CALL, OTHER, Route, Router, host_port
 from addon.supervisor import Supervisor
 from addon.tee import Tee, body_headers, decoded_content, is_streamed
+from addon.wire import UNKNOWN_USAGE, AgentSeen, Settle, Stream, ToolHistory, ToProxy
 from api.scoring import Engine
 
 log = logging.getLogger("govrix.proxy")
@@ -237,14 +237,14 @@ class Govrix:
 
     def _on_reply(self, msg: ToProxy) -> None:
         if isinstance(msg, Settle):
-            res = self._reservations.pop(msg.key, None)
+            res = self._reservations.pop(msg.request_id, None)
             if res is None:
                 return
             if msg.tokens == UNKNOWN_USAGE:
                 self.budgets.settle(res, res.tokens, res.usd)
             else:
                 self.budgets.settle(res, msg.tokens, msg.usd)
-        elif isinstance(msg, Seen) and self.scorer is not None:
+        elif isinstance(msg, ToolHistory) and self.scorer is not None:
             if self.recorder is not None and self.recorder.inline:
                 return  # the recorder shares our scorer: it has remembered them already
             for action in msg.actions:
@@ -515,7 +515,7 @@ class Govrix:
         session_id, _ = self.sessions.resolve(identity.agent_id, time.monotonic(), explicit_session)
         self._sight(identity, started)
         call = Call(
-            key=ids.event_id(),
+            request_id=ids.event_id(),
             identity=identity,
             session_id=session_id,
             started=started,
@@ -531,7 +531,7 @@ class Govrix:
             "identity_kind": identity.kind,
             "session_id": session_id,
             "host": route.host,
-            "request_event_id": call.key,
+            "request_event_id": call.request_id,
         }
         return call
 
@@ -565,7 +565,7 @@ class Govrix:
             if up.path_prefix:
                 req.path = up.path_prefix + req.path
         if call.reservation is not None:
-            self._reservations[call.key] = call.reservation
+            self._reservations[call.request_id] = call.reservation
         metrics.child(metrics.REQUESTS, provider.name, "forwarded").inc()
         self._begin(call)
 
@@ -602,13 +602,13 @@ class Govrix:
         """Hand the request over to the recorder (it becomes the request event)."""
         assert self.recorder is not None
         call.begun = True
-        reserved = call.key in self._reservations
+        reserved = call.request_id in self._reservations
         try:
             self.recorder.send(call.begin(status_code, error, reserved=reserved))
         except Exception:
             # A value our pipe cannot carry: the event still exists, with what is certain.
             metrics.child(metrics.HOOK_ERRORS, "capture").inc()
-            log.exception("capture of %s failed; recording its metadata only", call.key)
+            log.exception("capture of %s failed; recording its metadata only", call.request_id)
             self.recorder.send(
                 call.begin(status_code, error or "capture_failed", reserved=reserved, bare=True)
             )
@@ -632,7 +632,7 @@ class Govrix:
                 if is_streamed(call.content_type, stream_request, resp.status_code):
                     assert self.recorder is not None
                     ctype = call.content_type.split(";", 1)[0].strip().lower()
-                    self.recorder.send(Stream(call.key, ctype, call.encoding))
+                    self.recorder.send(Stream(call.request_id, ctype, call.encoding))
                     call.streamed = True
                     resp.stream = Tee(call, self.recorder)
         except Exception:
@@ -683,7 +683,7 @@ class Govrix:
             self.agents.set_local(identity.agent_id, "active")
         if self.recorder is not None:
             self.recorder.send(
-                Sight(
+                AgentSeen(
                     identity.agent_id,
                     identity.name,
                     identity.source_ip,

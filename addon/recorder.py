@@ -4,7 +4,7 @@ Everything about a call that does not decide its fate runs here, off the proxy's
 request and response parsing (buffered and streamed), PII scanning of what the hot path did not
 need, usage and cost, response-phase policy tags, scoring of the tool calls a model asked for,
 the lineage chain and the batch writer. The hot path (``addon/proxy.py``) sends ``Begin``,
-``Stream``/``Chunk``, ``End`` messages (``addon/capture.py``) in call order.
+``Stream``/``Chunk``, ``End`` messages (``addon/wire.py``) in call order.
 
 By default the recorder runs as a child process of mitmdump (``python -m addon.recorder``): its
 CPU then runs beside the proxy's event loop instead of competing with it for one GIL. It reads
@@ -36,22 +36,6 @@ import msgspec
 from addon import config as config_mod
 from addon import ids, lineage, metrics, pii
 from addon.acks import Acks
-from addon.capture import (
-    UNKNOWN_USAGE,
-    Begin,
-    Chunk,
-    Deframer,
-    End,
-    Score,
-    Seen,
-    Settle,
-    Sight,
-    Stats,
-    Stream,
-    ToProxy,
-    ToRecorder,
-    frame,
-)
 from addon.event import Event
 from addon.mcp import MCP, InlineScorer, score_row, summary
 from addon.policy import PolicyStore, note_decision, policy_context
@@ -67,6 +51,22 @@ from addon.providers import (
     provider_by_name,
 )
 from addon.sanitize import sanitize
+from addon.wire import (
+    UNKNOWN_USAGE,
+    AgentSeen,
+    Begin,
+    Chunk,
+    Deframer,
+    End,
+    Score,
+    Settle,
+    Stats,
+    Stream,
+    ToolHistory,
+    ToProxy,
+    ToRecorder,
+    frame,
+)
 from addon.writer import AgentSighting, BatchWriter, ScoreRow
 from api.scoring import Engine
 
@@ -112,7 +112,7 @@ ABORTED = "aborted: the proxy stopped before the call ended"
 
 
 class Recorder:
-    """Handles the messages of ``addon/capture.py``; ``reply`` carries answers to the proxy."""
+    """Handles the messages of ``addon/wire.py``; ``reply`` carries answers to the proxy."""
 
     def __init__(
         self,
@@ -178,10 +178,12 @@ class Recorder:
         that each request event has its response event, with what was streamed so far."""
         if not self._calls:
             return
-        log.warning("%d calls still open at the end of input: recorded as aborted", len(self._calls))
+        log.warning(
+            "%d calls still open at the end of input: recorded as aborted", len(self._calls)
+        )
         now = time.time()
         for key in list(self._calls):
-            self.handle(End(key=key, status_code=None, end=now, error=error))
+            self.handle(End(request_id=key, status_code=None, end=now, error=error))
 
     def tick(self) -> None:
         """Once a second: pick up an edited policy file (the proxy does it for a shared store)."""
@@ -205,7 +207,13 @@ class Recorder:
             lambda: w.stats.spool_bytes(),
         )
         for name in (
-            "enqueued", "written", "spooled", "replayed", "already_present", "dropped", "rejected"
+            "enqueued",
+            "written",
+            "spooled",
+            "replayed",
+            "already_present",
+            "dropped",
+            "rejected",
         ):
             live.counters[f"govrix_writer_{name}"] = (
                 f"Events {name} by the writer.",
@@ -236,11 +244,15 @@ class Recorder:
                 self._end(msg)
             elif isinstance(msg, Stream):
                 self._stream(msg)
-            elif isinstance(msg, Sight):
+            elif isinstance(msg, AgentSeen):
                 if self.writer is not None:
                     self.writer.sight_agent(
                         AgentSighting(
-                            msg.agent_id, msg.name, msg.source_ip, msg.identity_kind, msg.last_seen_at
+                            msg.agent_id,
+                            msg.name,
+                            msg.source_ip,
+                            msg.identity_kind,
+                            msg.last_seen_at,
                         )
                     )
             elif isinstance(msg, Score):
@@ -254,7 +266,7 @@ class Recorder:
             log.exception("recording a %s message failed", type(msg).__name__)
             if self.acks is not None and isinstance(msg, Begin | End):
                 # no event comes of it; sent again it would fail again: the proxy may let go
-                self.acks.give_up(msg.key, response=isinstance(msg, End))
+                self.acks.give_up(msg.request_id, response=isinstance(msg, End))
 
     def _begin(self, b: Begin) -> None:
         provider = MCP if b.provider == MCP.name else provider_by_name(b.provider)
@@ -270,10 +282,10 @@ class Recorder:
         else:
             tools = [{"name": t, "offered": True} for t in info.tools] or None
         if self.acks is not None and not b.recorded:
-            self.acks.expect(b.key, b.key, response=False)
+            self.acks.expect(b.request_id, b.request_id, response=False)
         self._record(
             Event(
-                id=b.key,
+                id=b.request_id,
                 agent_id=b.agent_id,
                 session_id=b.session_id,
                 timestamp=_ts(b.started),
@@ -303,12 +315,12 @@ class Recorder:
             if len(self._calls) >= MAX_OPEN_CALLS:
                 log.error("%d calls without an end: forgetting them", len(self._calls))
                 self._calls.clear()
-            self._calls[b.key] = _Call(
+            self._calls[b.request_id] = _Call(
                 b, provider, info, b.compliance_tag, b.policy_decisions, resent=b.resent
             )
 
     def _stream(self, m: Stream) -> None:
-        call = self._calls.get(m.key)
+        call = self._calls.get(m.request_id)
         if call is None:
             return
         parser = call.provider.stream_parser(call.begin.endpoint, m.content_type, m.encoding)
@@ -330,15 +342,15 @@ class Recorder:
             call.parser = None
 
     def _chunk(self, m: Chunk) -> None:
-        call = self._calls.get(m.key)
+        call = self._calls.get(m.request_id)
         if call is not None:
             self._feed(call, m.data)
 
     def _end(self, e: End) -> None:
-        call = self._calls.pop(e.key, None)
+        call = self._calls.pop(e.request_id, None)
         if call is None:
             if self.acks is not None:  # its Begin failed, or was forgotten: no response event
-                self.acks.give_up(e.key, response=True)
+                self.acks.give_up(e.request_id, response=True)
             return
         b = call.begin
         s = self.settings
@@ -378,7 +390,9 @@ class Recorder:
         if b.reserved:
             unknown = usage.total_tokens is None and status is not None and status < 400
             # A call that succeeded and reported nothing keeps what it reserved (a bound).
-            self.reply(Settle(b.key, UNKNOWN_USAGE if unknown else usage.total_tokens or 0, cost))
+            self.reply(
+                Settle(b.request_id, UNKNOWN_USAGE if unknown else usage.total_tokens or 0, cost)
+            )
         decisions = call.policy_decisions
         tag = call.compliance_tag
         if len(self.policies.current):
@@ -402,13 +416,13 @@ class Recorder:
             note_decision(decisions, "response", d)
         end = e.end
         first = e.first_byte or e.response_start
-        response_id = e.response_key or ids.event_id()
+        response_id = e.response_id or ids.event_id()
         if self.acks is not None:
-            self.acks.expect(response_id, b.key, response=True)
+            self.acks.expect(response_id, b.request_id, response=True)
         self._record(
             Event(
                 id=response_id,
-                parent_id=b.key,
+                parent_id=b.request_id,
                 agent_id=b.agent_id,
                 session_id=b.session_id,
                 timestamp=_ts(end),
@@ -480,7 +494,7 @@ class Recorder:
                     log.exception("inline scoring of a tool call failed")
             out.append(entry)
         if actions:
-            self.reply(Seen(b.agent_id, actions))
+            self.reply(ToolHistory(b.agent_id, actions))
         return out
 
     def _record(self, ev: Event, *, branch: bool = False, stored: bool = False) -> None:
@@ -518,7 +532,9 @@ def step_back(nice: int) -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         os.nice(nice)
     except (AttributeError, OSError) as e:  # not Linux, or a sandbox that forbids it
-        log.warning("recorder: cannot lower its CPU priority (%s); running as an ordinary process", e)
+        log.warning(
+            "recorder: cannot lower its CPU priority (%s); running as an ordinary process", e
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The recorder's keeper: starts it, restarts it when it dies, and is the one way captures leave.
 
 By default the recorder is a child process (``ProcessSink``); if it dies, a new one is started
-and handed every capture the old one had not made durable (``addon/channel.py``). After
+and handed every capture the old one had not made durable (``addon/sinks.py``). After
 ``MAX_RESPAWNS`` deaths within ``RESPAWN_WINDOW`` seconds (a capture that crashes it every time?)
 the proxy records in-process (``InlineSink``) until it is restarted. ``GOVRIX_RECORDER=inline``
 and offline replay record in-process from the start.
@@ -19,11 +19,11 @@ from typing import Any
 
 from addon import config as config_mod
 from addon import metrics
-from addon.capture import ToProxy, ToRecorder
-from addon.channel import InlineSink, ProcessSink
 from addon.mcp import InlineScorer
 from addon.policy import PolicyStore
 from addon.recorder import Recorder
+from addon.sinks import InlineSink, ProcessSink
+from addon.wire import ToProxy, ToRecorder
 
 log = logging.getLogger("govrix.supervisor")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.capture import Chunk
+from addon.wire import Chunk
 
 if TYPE_CHECKING:
     from addon.call import Call
@@ -49,7 +49,7 @@ class Tee:
             call.chunks.append(chunk)
             call.pending += len(chunk)
             if call.pending >= CHUNK_FLUSH_BYTES:
-                self.sink.send(Chunk(call.key, b"".join(call.chunks)))
+                self.sink.send(Chunk(call.request_id, b"".join(call.chunks)))
                 call.chunks.clear()
                 call.pending = 0
         return chunk

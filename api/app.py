@@ -24,7 +24,7 @@ from litestar.types import Guard
 from api.actions import ScoringService
 from api.agents import AgentController
 from api.budgets import BudgetController
-from api.counts import TotalCache
+from api.count_cache import TotalCache
 from api.db import make_pool
 from api.errors import handle_exception
 from api.events import EventController, Pool

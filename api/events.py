@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from api.counts import TotalCache
+from api.count_cache import TotalCache
 from api.db import EVENT_COLUMNS
 from api.errors import bad_request, error_responses, not_found
 from api.pagination import (
@@ -115,7 +115,7 @@ async def event_page(
 ) -> tuple[list[EventOut], dict[str, str], int]:
     """One page of events, its paging headers, and the total matching ``filters``.
 
-    The total is exact up to ``counts.exact_below`` rows, cached above (api/counts.py).
+    The total is exact up to ``counts.exact_below`` rows, cached above (api/count_cache.py).
     """
     if cursor is not None and offset:
         raise bad_request("offset", "cannot be combined with cursor")

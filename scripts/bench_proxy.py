@@ -562,9 +562,7 @@ def count_events(dsn: str) -> dict[str, int]:
         usd = conn.execute("SELECT coalesce(sum(usd_micros), 0) FROM budget_usage").fetchone()
     assert row is not None and usd is not None
     keys = ("request", "response", "reported_usage", "priced", "with_policy_decisions")
-    return dict(zip(keys, (int(v) for v in row), strict=True)) | {
-        "budget_usd_micro": int(usd[0])
-    }
+    return dict(zip(keys, (int(v) for v in row), strict=True)) | {"budget_usd_micro": int(usd[0])}
 
 
 def wait_events(dsn: str, expected: int, timeout: float = 30.0) -> dict[str, int]:

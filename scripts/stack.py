@@ -99,7 +99,9 @@ def _reverse(env: Mapping[str, str]) -> list[tuple[str, int]]:
         target, _, port = item.strip().rpartition("=")
         base = REVERSE_BASES.get(target, target)
         if not base.startswith(("http://", "https://")) or not port.isdigit():
-            raise SystemExit(f"GOVRIX_REVERSE: cannot read {item!r} (want provider=port or https://host=port)")
+            raise SystemExit(
+                f"GOVRIX_REVERSE: cannot read {item!r} (want provider=port or https://host=port)"
+            )
         out.append((base, int(port)))
     return out
 
@@ -126,7 +128,9 @@ def metrics_port(env: Mapping[str, str] = os.environ) -> int:
     path = env.get("GOVRIX_CONFIG")
     if path:
         with contextlib.suppress(OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
-            return int(tomllib.loads(Path(path).read_text()).get("metrics_port", DEFAULT_METRICS_PORT))
+            return int(
+                tomllib.loads(Path(path).read_text()).get("metrics_port", DEFAULT_METRICS_PORT)
+            )
     return DEFAULT_METRICS_PORT
 
 
@@ -258,7 +262,9 @@ def port_owner(port: int, proc: Path = PROC) -> str:
         )
     found = _holders({s.inode for s in socks}, proc)
     for listening in (True, False):
-        pids = sorted({p for s in socks if s.listening == listening for p in found.get(s.inode, [])})
+        pids = sorted(
+            {p for s in socks if s.listening == listening for p in found.get(s.inode, [])}
+        )
         if pids:
             return "in use by " + ", ".join(describe_pid(p, proc) for p in pids)
     s = socks[0]
@@ -533,7 +539,9 @@ def _ready(name: str, proc: subprocess.Popen[bytes], ports: list[Port]) -> bool:
         pid = int((HOME / "proxy.pid").read_text().strip() or 0)
     except (OSError, ValueError):
         return False
-    return pid == proc.pid and all(accepts(p.host, p.port) for p in ports if p.role != "proxy metrics")
+    return pid == proc.pid and all(
+        accepts(p.host, p.port) for p in ports if p.role != "proxy metrics"
+    )
 
 
 def _leftovers() -> tuple[list[str], list[Record]]:
@@ -616,7 +624,9 @@ def _run(
             return 130
         # Its own process group (and session): `down` can stop it, and everything it forks,
         # from any terminal; a Ctrl-C here reaches only us, and we stop it in order.
-        p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             rec = Record.of(name, p.pid, group=True, cmd=cmd, ports=[x.port for x in by_name[name]])
         except ProcessLookupError:
@@ -645,7 +655,10 @@ def _run(
             print(f"govrix: {line}; stopping the stack", file=sys.stderr)
         for name in waiting if not failed else ():
             what = ", ".join(f"{p.host}:{p.port}" for p in by_name[name])
-            print(f"govrix: {name} did not answer on {what} within {UP_TIMEOUT:g}s; stopping the stack", file=sys.stderr)
+            print(
+                f"govrix: {name} did not answer on {what} within {UP_TIMEOUT:g}s; stopping the stack",
+                file=sys.stderr,
+            )
         return 1
 
     _banner(key_from_env=bool(os.environ.get("GOVRIX_API_KEY")), ports=ports)
@@ -654,7 +667,9 @@ def _run(
         for name, p, _ in started:
             rc = p.poll()
             if rc is not None:
-                print(f"govrix: {name} exited with status {rc}; stopping the stack", file=sys.stderr)
+                print(
+                    f"govrix: {name} exited with status {rc}; stopping the stack", file=sys.stderr
+                )
                 return rc or 1
         time.sleep(0.2)
     return code

@@ -3,7 +3,7 @@
 python -m tests.actions_server --database-url ... --port N
 """
 
-from api.actions.standalone import main
+from api.actions.scoring_app import main
 
 if __name__ == "__main__":
     main()

@@ -66,9 +66,16 @@ def module_dsn(postgresql_noproc: Any) -> Iterator[str]:
     p = postgresql_noproc
     name = f"govrix_mod_{uuid.uuid4().hex[:10]}"
     with DatabaseJanitor(
-        user=p.user, host=p.host, port=p.port, dbname=name, template_dbname=p.template_dbname, password=p.password
+        user=p.user,
+        host=p.host,
+        port=p.port,
+        dbname=name,
+        template_dbname=p.template_dbname,
+        password=p.password,
     ):
-        yield psycopg.conninfo.make_conninfo(host=p.host, port=p.port, user=p.user, password=p.password, dbname=name)
+        yield psycopg.conninfo.make_conninfo(
+            host=p.host, port=p.port, user=p.user, password=p.password, dbname=name
+        )
 
 
 @pytest.fixture(scope="module")

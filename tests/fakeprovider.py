@@ -31,7 +31,18 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-WORDS = ["Hello", " from", " the", " fake", " provider", ".", " Contact", " me", " at", " jane.doe@example.com"]
+WORDS = [
+    "Hello",
+    " from",
+    " the",
+    " fake",
+    " provider",
+    ".",
+    " Contact",
+    " me",
+    " at",
+    " jane.doe@example.com",
+]
 
 
 def free_port() -> int:
@@ -56,7 +67,12 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", interface="asgi3"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            interface="asgi3",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -88,7 +104,14 @@ class FakeProvider:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path: str = scope["path"]
         rid = headers.get("x-fake-id") or f"r{len(self.requests)}"
-        self.requests.append({"path": path, "headers": headers, "body": body, "query": scope["query_string"].decode()})
+        self.requests.append(
+            {
+                "path": path,
+                "headers": headers,
+                "body": body,
+                "query": scope["query_string"].decode(),
+            }
+        )
         try:
             payload = json.loads(body) if body else {}
         except ValueError:
@@ -99,7 +122,9 @@ class FakeProvider:
         model = payload.get("model") or path.split("/models/")[-1].split(":")[0] or "unknown"
 
         if mode == "error":
-            await _respond(send, 429, b'{"error":{"type":"rate_limit_error","message":"slow down"}}')
+            await _respond(
+                send, 429, b'{"error":{"type":"rate_limit_error","message":"slow down"}}'
+            )
             return
         if mode == "huge":
             text = "x" * (10 * 1024 * 1024)
@@ -115,10 +140,22 @@ class FakeProvider:
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {"id": "call_1", "type": "function",
-                     "function": {"name": "drop_database", "arguments": json.dumps({"database": "prod-customers"})}},
-                    {"id": "call_2", "type": "function",
-                     "function": {"name": "get_weather", "arguments": json.dumps({"city": "Oslo"})}},
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {
+                            "name": "drop_database",
+                            "arguments": json.dumps({"database": "prod-customers"}),
+                        },
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": json.dumps({"city": "Oslo"}),
+                        },
+                    },
                 ],
             }
             full["choices"][0]["finish_reason"] = "tool_calls"
@@ -126,10 +163,21 @@ class FakeProvider:
         elif path.endswith("/chat/completions"):
             if payload.get("stream"):
                 include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-                await self._stream(send, rid, _openai_sse(model, chunks, include_usage), delay, mode)
+                await self._stream(
+                    send, rid, _openai_sse(model, chunks, include_usage), delay, mode
+                )
             else:
-                usage = [int(x) for x in headers["x-fake-usage"].split(",")] if "x-fake-usage" in headers else None
-                await _respond(send, 200, json.dumps(_openai_full(model, "".join(WORDS[:chunks]), usage)).encode(), mode)
+                usage = (
+                    [int(x) for x in headers["x-fake-usage"].split(",")]
+                    if "x-fake-usage" in headers
+                    else None
+                )
+                await _respond(
+                    send,
+                    200,
+                    json.dumps(_openai_full(model, "".join(WORDS[:chunks]), usage)).encode(),
+                    mode,
+                )
         elif path.endswith("/messages"):
             if payload.get("stream"):
                 await self._stream(send, rid, _anthropic_sse(model, chunks), delay, mode)
@@ -140,11 +188,19 @@ class FakeProvider:
         elif ":generateContent" in path:
             await _respond(send, 200, json.dumps(_gemini_full(chunks)).encode(), mode)
         elif path == "/mcp":
-            await _respond(send, 200, json.dumps({"jsonrpc": "2.0", "id": payload.get("id"), "result": {"content": []}}).encode())
+            await _respond(
+                send,
+                200,
+                json.dumps(
+                    {"jsonrpc": "2.0", "id": payload.get("id"), "result": {"content": []}}
+                ).encode(),
+            )
         else:
             await _respond(send, 404, b'{"error":"not found"}')
 
-    async def _stream(self, send: Send, rid: str, events: list[bytes], delay: float, mode: str) -> None:
+    async def _stream(
+        self, send: Send, rid: str, events: list[bytes], delay: float, mode: str
+    ) -> None:
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         if mode in ("gzip", "br"):
             headers.append((b"content-encoding", mode.encode()))
@@ -214,7 +270,9 @@ def _openai_full(model: str, text: str, usage: list[int] | None = None) -> dict[
         "object": "chat.completion",
         "created": 1_700_000_000,
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
         "usage": {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -236,14 +294,45 @@ def _openai_sse(model: str, chunks: int, include_usage: bool) -> list[bytes]:
         delta: dict[str, Any] = {"content": WORDS[i % len(WORDS)]}
         if i == 0:
             delta["role"] = "assistant"
-        out.append(_sse({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
-    out.append(_sse({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        out.append(
+            _sse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                }
+            )
+        )
+    out.append(
+        _sse(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+        )
+    )
     if include_usage:
-        out.append(_sse({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
-                         "choices": [], "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": chunks,
-                                                  "total_tokens": PROMPT_TOKENS + chunks}}))
+        out.append(
+            _sse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": PROMPT_TOKENS,
+                        "completion_tokens": chunks,
+                        "total_tokens": PROMPT_TOKENS + chunks,
+                    },
+                }
+            )
+        )
     out.append(b"data: [DONE]\n\n")
     return out
 
@@ -256,35 +345,80 @@ def _anthropic_full(model: str, chunks: int) -> dict[str, Any]:
         "model": model,
         "content": [{"type": "text", "text": "".join(WORDS[:chunks])}],
         "stop_reason": "end_turn",
-        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": chunks,
-                  "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0},
+        "usage": {
+            "input_tokens": PROMPT_TOKENS,
+            "output_tokens": chunks,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
     }
 
 
 def _anthropic_sse(model: str, chunks: int) -> list[bytes]:
     out = [
-        _sse({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant",
-              "model": model, "content": [], "stop_reason": None,
-              "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1}}}, "message_start"),
-        _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-             "content_block_start"),
+        _sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
+                },
+            },
+            "message_start",
+        ),
+        _sse(
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            "content_block_start",
+        ),
     ]
     for i in range(chunks):
-        out.append(_sse({"type": "content_block_delta", "index": 0,
-                         "delta": {"type": "text_delta", "text": WORDS[i % len(WORDS)]}}, "content_block_delta"))
+        out.append(
+            _sse(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": WORDS[i % len(WORDS)]},
+                },
+                "content_block_delta",
+            )
+        )
     out.append(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-    out.append(_sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                     "usage": {"output_tokens": chunks}}, "message_delta"))
+    out.append(
+        _sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": chunks},
+            },
+            "message_delta",
+        )
+    )
     out.append(_sse({"type": "message_stop"}, "message_stop"))
     return out
 
 
 def _gemini_full(chunks: int) -> dict[str, Any]:
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "".join(WORDS[:chunks])}]},
-                        "finishReason": "STOP"}],
-        "usageMetadata": {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": chunks,
-                          "totalTokenCount": PROMPT_TOKENS + chunks},
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"text": "".join(WORDS[:chunks])}]},
+                "finishReason": "STOP",
+            }
+        ],
+        "usageMetadata": {
+            "promptTokenCount": PROMPT_TOKENS,
+            "candidatesTokenCount": chunks,
+            "totalTokenCount": PROMPT_TOKENS + chunks,
+        },
         "modelVersion": "gemini-1.5-pro",
     }
 
@@ -292,10 +426,17 @@ def _gemini_full(chunks: int) -> dict[str, Any]:
 def _gemini_sse(chunks: int) -> list[bytes]:
     out = []
     for i in range(chunks):
-        ev: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"text": WORDS[i % len(WORDS)]}]}}],
-                              "modelVersion": "gemini-1.5-pro"}
+        ev: dict[str, Any] = {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": WORDS[i % len(WORDS)]}]}}
+            ],
+            "modelVersion": "gemini-1.5-pro",
+        }
         if i == chunks - 1:
-            ev["usageMetadata"] = {"promptTokenCount": PROMPT_TOKENS, "candidatesTokenCount": chunks,
-                                   "totalTokenCount": PROMPT_TOKENS + chunks}
+            ev["usageMetadata"] = {
+                "promptTokenCount": PROMPT_TOKENS,
+                "candidatesTokenCount": chunks,
+                "totalTokenCount": PROMPT_TOKENS + chunks,
+            }
         out.append(_sse(ev))
     return out

@@ -23,8 +23,14 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 
 
 class Proxy:
-    def __init__(self, dsn: str, home: Path, upstream: FakeProvider, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        home: Path,
+        upstream: FakeProvider,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.home = home
         self.port = free_port()
@@ -48,22 +54,37 @@ class Proxy:
         return ssl.create_default_context(cafile=str(self.ca))
 
     def start(self) -> Proxy:
-        env = os.environ | {
-            "GOVRIX_DATABASE_URL": self.dsn,
-            "GOVRIX_HOME": str(self.home),
-            "GOVRIX_PROXY_METRICS_PORT": "0",
-            "GOVRIX_UPSTREAM_OPENAI": self.upstream.url,
-            "GOVRIX_UPSTREAM_ANTHROPIC": self.upstream.url,
-            "GOVRIX_UPSTREAM_GEMINI": self.upstream.url,
-        } | self.extra_env
+        env = (
+            os.environ
+            | {
+                "GOVRIX_DATABASE_URL": self.dsn,
+                "GOVRIX_HOME": str(self.home),
+                "GOVRIX_PROXY_METRICS_PORT": "0",
+                "GOVRIX_UPSTREAM_OPENAI": self.upstream.url,
+                "GOVRIX_UPSTREAM_ANTHROPIC": self.upstream.url,
+                "GOVRIX_UPSTREAM_GEMINI": self.upstream.url,
+            }
+            | self.extra_env
+        )
         cmd = [
-            str(MITMDUMP), "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-            "--set", f"confdir={self.confdir}", "--set", "termlog_verbosity=warn",
-            "-s", str(ROOT / "addon" / "main.py"), *self.args,
+            str(MITMDUMP),
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(self.port),
+            "--set",
+            f"confdir={self.confdir}",
+            "--set",
+            "termlog_verbosity=warn",
+            "-s",
+            str(ROOT / "addon" / "main.py"),
+            *self.args,
         ]
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, env=env, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,5 +129,9 @@ def events(dsn: str, where: str = "TRUE", params: tuple[Any, ...] = ()) -> list[
         return cur.fetchall()
 
 
-def wait_events(dsn: str, n: int, where: str = "TRUE", params: tuple[Any, ...] = (), timeout: float = 10.0) -> list[dict[str, Any]]:
-    return list(wait_for(lambda: (rows if len(rows := events(dsn, where, params)) >= n else None), timeout))
+def wait_events(
+    dsn: str, n: int, where: str = "TRUE", params: tuple[Any, ...] = (), timeout: float = 10.0
+) -> list[dict[str, Any]]:
+    return list(
+        wait_for(lambda: rows if len(rows := events(dsn, where, params)) >= n else None, timeout)
+    )

@@ -12,7 +12,7 @@ from litestar.testing import TestClient
 from api.actions import ConfigError, RateLimit, Settings
 from api.actions.queue import score_claimed
 from api.actions.ratelimit import RateLimiter
-from api.actions.standalone import create_app
+from api.actions.scoring_app import create_app
 from api.scoring import Engine
 from tests.actions_util import add_key, event
 

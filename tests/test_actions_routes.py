@@ -13,7 +13,7 @@ import pytest
 from litestar.testing import TestClient
 
 from api.actions import RateLimit, Settings
-from api.actions.standalone import create_app
+from api.actions.scoring_app import create_app
 from scripts.apikey import create_key, list_keys, revoke_key
 from tests.actions_util import add_key, event, full_event
 

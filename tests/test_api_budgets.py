@@ -34,10 +34,14 @@ def create(client: TestClient[Any], **body: Any) -> dict[str, Any]:
 
 
 def audit(db: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-    return db.execute("SELECT who, action, target, before, after FROM audit_log ORDER BY id").fetchall()
+    return db.execute(
+        "SELECT who, action, target, before, after FROM audit_log ORDER BY id"
+    ).fetchall()
 
 
-def test_create_get_list_patch_delete_and_audit(client: TestClient[Any], db: psycopg.Connection[Any]) -> None:
+def test_create_get_list_patch_delete_and_audit(
+    client: TestClient[Any], db: psycopg.Connection[Any]
+) -> None:
     b = create(client, scope="agent", agent_id=AGENT, period="daily", metric="tokens", limit=50_000)
     today = datetime.now(UTC).date()
     midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
@@ -64,8 +68,12 @@ def test_create_get_list_patch_delete_and_audit(client: TestClient[Any], db: psy
     listed = client.get("/api/v1/budgets")
     assert listed.headers["x-total-count"] == "2"
     assert [x["id"] for x in listed.json()] == [b["id"], g["id"]]
-    assert [x["id"] for x in client.get("/api/v1/budgets", params={"scope": "global"}).json()] == [g["id"]]
-    assert [x["id"] for x in client.get("/api/v1/budgets", params={"agent_id": AGENT}).json()] == [b["id"]]
+    assert [x["id"] for x in client.get("/api/v1/budgets", params={"scope": "global"}).json()] == [
+        g["id"]
+    ]
+    assert [x["id"] for x in client.get("/api/v1/budgets", params={"agent_id": AGENT}).json()] == [
+        b["id"]
+    ]
 
     r = client.patch(f"/api/v1/budgets/{b['id']}", json={"limit": 10, "enabled": False})
     assert r.status_code == 200, r.text
@@ -84,11 +92,17 @@ def test_create_get_list_patch_delete_and_audit(client: TestClient[Any], db: psy
     ]
     assert rows[0][3] is None and rows[0][4]["limit"] == "50000.000000"
     assert rows[1][4]["limit"] == "12.345678"
-    assert (rows[2][3]["limit"], rows[2][4]["limit"], rows[2][4]["enabled"]) == ("50000.000000", "10.000000", False)
+    assert (rows[2][3]["limit"], rows[2][4]["limit"], rows[2][4]["enabled"]) == (
+        "50000.000000",
+        "10.000000",
+        False,
+    )
     assert rows[3][3]["id"] == b["id"] and rows[3][4] is None
 
 
-def test_usage_spent_reserved_remaining(client: TestClient[Any], db: psycopg.Connection[Any]) -> None:
+def test_usage_spent_reserved_remaining(
+    client: TestClient[Any], db: psycopg.Connection[Any]
+) -> None:
     b = create(client, scope="agent", agent_id=AGENT, period="monthly", metric="usd", limit=10)
     start = datetime.now(UTC).date().replace(day=1)
     db.execute(
@@ -101,14 +115,20 @@ def test_usage_spent_reserved_remaining(client: TestClient[Any], db: psycopg.Con
         "('gone', %s, 'monthly', %s, 7000000)",
         ("agent:" + AGENT, start) * 3,
     )
-    db.execute("UPDATE budget_reservations SET updated_at = now() - interval '1 minute' WHERE instance = 'gone'")
+    db.execute(
+        "UPDATE budget_reservations SET updated_at = now() - interval '1 minute' WHERE instance = 'gone'"
+    )
     got = client.get(f"/api/v1/budgets/{b['id']}").json()
     assert (got["spent"], got["reserved"], got["remaining"]) == (2.5, 1.5, 6.0)
 
 
 BAD = [
     ({"scope": "agent", "period": "daily", "metric": "tokens", "limit": 1}, 422, "agent_id"),
-    ({"scope": "global", "agent_id": AGENT, "period": "daily", "metric": "tokens", "limit": 1}, 422, "agent_id"),
+    (
+        {"scope": "global", "agent_id": AGENT, "period": "daily", "metric": "tokens", "limit": 1},
+        422,
+        "agent_id",
+    ),
     ({"scope": "global", "period": "daily", "metric": "tokens", "limit": 1.5}, 422, "limit"),
     ({"scope": "global", "period": "daily", "metric": "usd", "limit": 0.0000001}, 422, "limit"),
     ({"scope": "global", "period": "daily", "metric": "usd", "limit": -1}, 422, "limit"),
@@ -117,12 +137,18 @@ BAD = [
     ({"scope": "global", "period": "daily", "metric": "euros", "limit": 1}, 400, "metric"),
     ({"scope": "global", "period": "daily", "metric": "usd"}, 400, "body"),  # names `limit`
     ({"scope": "global", "period": "daily", "metric": "usd", "limit": [1]}, 400, "limit"),
-    ({"scope": "global", "period": "daily", "metric": "usd", "limit": 1, "colour": "red"}, 400, "colour"),
+    (
+        {"scope": "global", "period": "daily", "metric": "usd", "limit": 1, "colour": "red"},
+        400,
+        "colour",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "status", "field"), BAD)
-def test_bad_bodies_name_the_field(client: TestClient[Any], body: dict[str, Any], status: int, field: str) -> None:
+def test_bad_bodies_name_the_field(
+    client: TestClient[Any], body: dict[str, Any], status: int, field: str
+) -> None:
     r = client.post("/api/v1/budgets", json=body)
     assert r.status_code == status, r.text
     assert r.json()["field"] == field
@@ -151,8 +177,13 @@ def test_conflicts_and_missing(client: TestClient[Any]) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/v1/budgets"), ("POST", "/api/v1/budgets"), ("GET", "/api/v1/budgets/1"),
-     ("PATCH", "/api/v1/budgets/1"), ("DELETE", "/api/v1/budgets/1")],
+    [
+        ("GET", "/api/v1/budgets"),
+        ("POST", "/api/v1/budgets"),
+        ("GET", "/api/v1/budgets/1"),
+        ("PATCH", "/api/v1/budgets/1"),
+        ("DELETE", "/api/v1/budgets/1"),
+    ],
 )
 def test_every_budget_route_needs_the_key(dsn: str, method: str, path: str) -> None:
     with TestClient(create_app(dsn, KEY, with_scoring=False)) as c:
@@ -162,7 +193,12 @@ def test_every_budget_route_needs_the_key(dsn: str, method: str, path: str) -> N
 
 def test_openapi_documents_the_routes(client: TestClient[Any]) -> None:
     spec = client.get("/schema/openapi.json").json()
-    ops = {op["operationId"] for path in spec["paths"].values() for op in path.values() if isinstance(op, dict) and "operationId" in op}
+    ops = {
+        op["operationId"]
+        for path in spec["paths"].values()
+        for op in path.values()
+        if isinstance(op, dict) and "operationId" in op
+    }
     assert {"listBudgets", "createBudget", "getBudget", "updateBudget", "deleteBudget"} <= ops
     create_op = spec["paths"]["/api/v1/budgets"]["post"]
     assert {"201", "400", "401", "409", "422"} <= set(create_op["responses"])
@@ -174,7 +210,9 @@ def test_a_posted_budget_reaches_a_proxy_within_a_second(client: TestClient[Any]
     try:
         assert budgets.wait_loaded(5)
         start = time.monotonic()
-        b = create(client, scope="agent", agent_id=AGENT, period="daily", metric="tokens", limit=100)
+        b = create(
+            client, scope="agent", agent_id=AGENT, period="daily", metric="tokens", limit=100
+        )
         wait_for(lambda: budgets.applies(AGENT)[0], timeout=5, interval=0.005)
         assert time.monotonic() - start < 1.0
         res = budgets.reserve(AGENT, Cost(100))
@@ -184,7 +222,11 @@ def test_a_posted_budget_reaches_a_proxy_within_a_second(client: TestClient[Any]
 
         start = time.monotonic()
         client.patch(f"/api/v1/budgets/{b['id']}", json={"limit": 1000})
-        wait_for(lambda: isinstance(budgets.reserve(AGENT, Cost(1)), Reservation), timeout=5, interval=0.005)
+        wait_for(
+            lambda: isinstance(budgets.reserve(AGENT, Cost(1)), Reservation),
+            timeout=5,
+            interval=0.005,
+        )
         assert time.monotonic() - start < 1.0
     finally:
         budgets.stop()

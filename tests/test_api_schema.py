@@ -73,7 +73,12 @@ def test_api_conforms_to_its_schema(api_schema: Any, operation_id: str) -> None:
     def run(case: Any) -> None:
         # /api/v1/events/{id} with id "stream" is the SSE route by design (the seeds' paths):
         # another operation, tested in test_api_stream.py.
-        assume(not (operation_id == "getEvent" and (case.path_parameters or {}).get("event_id") == "stream"))
+        assume(
+            not (
+                operation_id == "getEvent"
+                and (case.path_parameters or {}).get("event_id") == "stream"
+            )
+        )
         headers = SCORING_AUTH if operation_id in SCORING else AUTH
         case.call_and_validate(headers=headers, checks=CHECKS)
 

@@ -86,7 +86,9 @@ def test_a_limit_of_exactly_ten_admits_exactly_ten_calls_of_one() -> None:
     assert admitted == 10
 
 
-@pytest.mark.parametrize(("limit", "price", "fits"), [(10.0, 1.0, 10), (10.0, 0.1, 100), (1.0, 0.01, 100), (0.3, 0.1, 3)])
+@pytest.mark.parametrize(
+    ("limit", "price", "fits"), [(10.0, 1.0, 10), (10.0, 0.1, 100), (1.0, 0.01, 100), (0.3, 0.1, 3)]
+)
 def test_usd_limits_count_micro_dollars_exactly(limit: float, price: float, fits: int) -> None:
     """In floats 0.1 * 3 > 0.3, so a limit of $0.30 admitted 2 calls of $0.10; in micro-dollars 3."""
     budgets = local(BudgetSpec(period="monthly", metric="usd", limit=limit))
@@ -111,10 +113,21 @@ def test_denial_separates_spent_reserved_and_limit() -> None:
 
     busy = budgets.reserve("agt_a", Cost(10), now=NOON)  # 30 spent + 80 reserved >= 100
     assert isinstance(busy, Denial)
-    assert (busy.reason, busy.limit, busy.spent, busy.reserved, busy.cost) == ("reserved", 100, 30, 80, 10)
+    assert (busy.reason, busy.limit, busy.spent, busy.reserved, busy.cost) == (
+        "reserved",
+        100,
+        30,
+        80,
+        10,
+    )
     assert busy.retry_after == 1  # budget is free once the call in flight settles
     body = busy.body()
-    assert (body["spent"], body["reserved"], body["limit"], body["reason"]) == (30, 80, 100, "reserved")
+    assert (body["spent"], body["reserved"], body["limit"], body["reason"]) == (
+        30,
+        80,
+        100,
+        "reserved",
+    )
     assert body["period_ends_at"] == "2026-03-06T00:00:00Z"
 
     budgets.settle(held, 75, None)  # 105 spent: one call of overshoot at most
@@ -139,7 +152,11 @@ def test_spent_wins_over_reserved_across_budgets() -> None:
     assert isinstance(other, Reservation)
     res = budgets.reserve("agt_a", Cost(1), now=NOON)
     assert isinstance(res, Denial)
-    assert (res.reason, res.spec.period, res.retry_after) == ("spent", "monthly", 26 * 86_400 + 12 * 3600)
+    assert (res.reason, res.spec.period, res.retry_after) == (
+        "spent",
+        "monthly",
+        26 * 86_400 + 12 * 3600,
+    )
 
 
 def test_unpriced_calls_refused_or_allowed() -> None:
@@ -202,7 +219,9 @@ async def test_a_burst_of_50_admits_what_fits_with_one_call_of_overshoot(loosene
 # -- shared through PostgreSQL ------------------------------------------------------------------
 
 
-def test_a_budget_row_change_is_applied_within_a_second(dsn: str, db: psycopg.Connection[Any]) -> None:
+def test_a_budget_row_change_is_applied_within_a_second(
+    dsn: str, db: psycopg.Connection[Any]
+) -> None:
     """LISTEN govrix_budgets: no waiting for the periodic re-read (set to a minute here)."""
     budgets = Budgets(dsn, reload_interval=60).start()
     try:
@@ -235,7 +254,9 @@ def test_usage_is_stored_in_micro_dollars(dsn: str, db: psycopg.Connection[Any])
             res = budgets.reserve("agt_u", Cost(10, 200_000))
             assert isinstance(res, Reservation)
             budgets.settle(res, 10, 0.1)
-        wait_for(lambda: db.execute("SELECT usd_micros FROM budget_usage").fetchall() == [(300_000,)])
+        wait_for(
+            lambda: db.execute("SELECT usd_micros FROM budget_usage").fetchall() == [(300_000,)]
+        )
     finally:
         budgets.stop()
 

@@ -31,18 +31,28 @@ rules:
 
 
 @pytest.fixture(scope="module")
-def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(
+    module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     home = tmp_path_factory.mktemp("act-home")
     policy = Path(home) / "policy.yaml"
     policy.write_text(POLICY)
-    env = {"GOVRIX_POLICY_FILE": str(policy), "GOVRIX_MCP_SERVERS": f"127.0.0.1:{fake.port}=github-mcp"}
+    env = {
+        "GOVRIX_POLICY_FILE": str(policy),
+        "GOVRIX_MCP_SERVERS": f"127.0.0.1:{fake.port}=github-mcp",
+    }
     p = Proxy(module_dsn, home, fake, env=env).start()
     yield p
     p.stop()
 
 
 def rpc(tool: str, arguments: dict[str, Any], rpc_id: int = 7) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rpc_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
 
 
 def scores(dsn: str, event_id_prefix: str) -> list[dict[str, Any]]:
@@ -55,7 +65,9 @@ def scores(dsn: str, event_id_prefix: str) -> list[dict[str, Any]]:
         return cur.fetchall()
 
 
-def test_benign_mcp_call_is_scored_and_forwarded(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+def test_benign_mcp_call_is_scored_and_forwarded(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
     with httpx.Client(proxy=proxy.url, headers={"X-Govrix-Agent": "mcp-reader"}) as http:
         r = http.post(f"{fake.url}/mcp", json=rpc("list_issues", {"repo": "org/repo"}))
     assert r.status_code == 200 and r.json()["result"] == {"content": []}
@@ -65,13 +77,21 @@ def test_benign_mcp_call_is_scored_and_forwarded(proxy: Proxy, fake: FakeProvide
     (tool,) = req["tool_calls"]
     assert tool["name"] == "list_issues" and tool["risk_level"] in ("none", "low"), tool
     (score,) = wait_for(lambda: scores(module_dsn, req["id"]))
-    assert score["action"] == "mcp:github-mcp:list_issues" and score["risk_level"] == tool["risk_level"]
+    assert (
+        score["action"] == "mcp:github-mcp:list_issues"
+        and score["risk_level"] == tool["risk_level"]
+    )
     assert score["scorer_version"] and score["score_components"]
 
 
-def test_risky_mcp_call_gets_a_json_rpc_error(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+def test_risky_mcp_call_gets_a_json_rpc_error(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
     n_before = len(fake.requests)
-    args = {"command": "rm -rf / --no-preserve-root", "api_key": "sk-proj-abcdefABCDEF1234567890xyz"}
+    args = {
+        "command": "rm -rf / --no-preserve-root",
+        "api_key": "sk-proj-abcdefABCDEF1234567890xyz",
+    }
     with httpx.Client(proxy=proxy.url, headers={"X-Govrix-Agent": "mcp-wrecker"}) as http:
         r = http.post(f"{fake.url}/mcp", json=rpc("execute_shell_command", args, rpc_id=42))
     assert r.status_code == 200
@@ -90,7 +110,9 @@ def test_risky_mcp_call_gets_a_json_rpc_error(proxy: Proxy, fake: FakeProvider, 
 
 
 def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, module_dsn: str) -> None:
-    with httpx.Client(proxy=f"http://tool-user:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()) as http:
+    with httpx.Client(
+        proxy=f"http://tool-user:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()
+    ) as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
             json={"model": "gpt-4o", "messages": [{"role": "user", "content": "clean up"}]},
@@ -100,9 +122,11 @@ def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, module_dsn: str) -
     rows = wait_events(module_dsn, 2, "agent_id = %s", (ids.agent_id("name:tool-user"),))
     resp = next(r for r in rows if r["direction"] == "response")
     drop, weather = resp["tool_calls"]
-    assert drop["action"] == "tool:drop_database:call" and weather["action"] == "tool:get_weather:call"
+    assert (
+        drop["action"] == "tool:drop_database:call" and weather["action"] == "tool:get_weather:call"
+    )
     order = ["none", "low", "medium", "high", "critical"]
     assert order.index(drop["risk_level"]) > order.index(weather["risk_level"])
     assert "prod-customers" not in json.dumps(resp, default=str)  # arguments never stored in events
-    stored = wait_for(lambda: (s if len(s := scores(module_dsn, resp["id"])) == 2 else None))
+    stored = wait_for(lambda: s if len(s := scores(module_dsn, resp["id"])) == 2 else None)
     assert [s["action"] for s in stored] == ["tool:drop_database:call", "tool:get_weather:call"]

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.e2e
 URL = "https://api.openai.com/v1/chat/completions"
 SAMPLES = {
     s["name"]: s
-    for s in json.loads((Path(__file__).parent / "data" / "token_counts.json").read_text(encoding="utf-8"))
+    for s in json.loads(
+        (Path(__file__).parent / "data" / "token_counts.json").read_text(encoding="utf-8")
+    )
 }
 TEMPLATE = 7  # tokens OpenAI adds around one user message
 MAX_TOKENS = 100
@@ -44,8 +46,12 @@ CALLS, FITS = 50, 10
 
 
 @pytest.fixture(scope="module")
-def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    p = Proxy(module_dsn, tmp_path_factory.mktemp("budgets"), fake, env={"GOVRIX_BUDGET_WAIT": "20"}).start()
+def proxy(
+    module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
+    p = Proxy(
+        module_dsn, tmp_path_factory.mktemp("budgets"), fake, env={"GOVRIX_BUDGET_WAIT": "20"}
+    ).start()
     yield p
     p.stop()
 
@@ -58,16 +64,24 @@ def api(module_dsn: str) -> Iterator[TestClient[Any]]:
 
 
 def call(proxy: Proxy, agent: str, text: str, usage: tuple[int, int]) -> httpx.Response:
-    with httpx.Client(proxy=f"http://{agent}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=60) as http:
+    with httpx.Client(
+        proxy=f"http://{agent}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=60
+    ) as http:
         return http.post(
             URL,
-            json={"model": "gpt-4o", "messages": [{"role": "user", "content": text}], "max_tokens": MAX_TOKENS},
+            json={
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": MAX_TOKENS,
+            },
             headers={"x-fake-usage": f"{usage[0]},{usage[1]}"},
         )
 
 
 @pytest.mark.parametrize("sample", ["e2e_english", "e2e_cjk", "e2e_emoji"])
-def test_fifty_concurrent_calls_admit_what_fits(proxy: Proxy, api: TestClient[Any], sample: str) -> None:
+def test_fifty_concurrent_calls_admit_what_fits(
+    proxy: Proxy, api: TestClient[Any], sample: str
+) -> None:
     text = SAMPLES[sample]["text"]
     prompt = SAMPLES[sample]["o200k"] + TEMPLATE
     per_call = prompt + MAX_TOKENS
@@ -77,14 +91,25 @@ def test_fifty_concurrent_calls_admit_what_fits(proxy: Proxy, api: TestClient[An
 
     # Created at 0 through the API: refused within a second (NOTIFY, not the periodic re-read).
     start = time.monotonic()
-    created = api.post("/api/v1/budgets", json={"scope": "agent", "agent_id": agent, "period": "daily", "metric": "tokens", "limit": 0})
+    created = api.post(
+        "/api/v1/budgets",
+        json={
+            "scope": "agent",
+            "agent_id": agent,
+            "period": "daily",
+            "metric": "tokens",
+            "limit": 0,
+        },
+    )
     assert created.status_code == 201, created.text
     budget = created.json()["id"]
     wait_for(lambda: call(proxy, name, text, (0, 0)).status_code == 429, timeout=10, interval=0.02)
     applied = time.monotonic() - start
     start = time.monotonic()
     assert api.patch(f"/api/v1/budgets/{budget}", json={"limit": limit}).status_code == 200
-    wait_for(lambda: call(proxy, name, text, (0, 0)).status_code == 200, timeout=10, interval=0.02)  # costs 0
+    wait_for(
+        lambda: call(proxy, name, text, (0, 0)).status_code == 200, timeout=10, interval=0.02
+    )  # costs 0
     widened = time.monotonic() - start
     assert applied < 1.5 and widened < 1.5, (applied, widened)  # 1 s, plus a probe's round trip
 
@@ -114,12 +139,16 @@ def test_fifty_concurrent_calls_admit_what_fits(proxy: Proxy, api: TestClient[An
 
     final = wait_for(settled, timeout=20, interval=0.1)
     overshoot = final["spent"] - limit
-    print(f"{sample}: admitted {len(ok)} of {FITS} that fit, overshoot {overshoot} tokens "
-          f"({overshoot / per_call:.2f} calls), per call {per_call} tokens")
+    print(
+        f"{sample}: admitted {len(ok)} of {FITS} that fit, overshoot {overshoot} tokens "
+        f"({overshoot / per_call:.2f} calls), per call {per_call} tokens"
+    )
     assert len(ok) >= 0.8 * FITS
     assert overshoot <= per_call  # one call per proxy instance at most
 
-    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+        days=1
+    )
     for r in refused:
         body = r.json()
         assert body["error"] == "budget_exceeded" and body["agent_id"] == agent
@@ -127,7 +156,10 @@ def test_fifty_concurrent_calls_admit_what_fits(proxy: Proxy, api: TestClient[An
         assert {"limit", "spent", "reserved", "reason"} <= b.keys() and b["limit"] == limit
         if b["reason"] == "spent":  # the limit is reached by settled usage: wait for the reset
             assert b["spent"] >= limit
-            assert abs(int(r.headers["retry-after"]) - (midnight - datetime.now(UTC)).total_seconds()) < 60
+            assert (
+                abs(int(r.headers["retry-after"]) - (midnight - datetime.now(UTC)).total_seconds())
+                < 60
+            )
         else:  # only calls in flight hold the rest: retry soon
             assert b["reason"] == "reserved" and b["spent"] < limit <= b["spent"] + b["reserved"]
             assert r.headers["retry-after"] == "1"

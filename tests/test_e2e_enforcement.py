@@ -26,7 +26,9 @@ NOT_UTF8 = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","co
 
 
 @pytest.fixture(scope="module")
-def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(
+    module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     p = Proxy(module_dsn, tmp_path_factory.mktemp("enforce"), fake).start()
     yield p
     p.stop()
@@ -43,7 +45,9 @@ def agent_id(name: str) -> str:
 
 
 def client(proxy: Proxy, name: str) -> httpx.Client:
-    return httpx.Client(proxy=f"http://{name}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=30)
+    return httpx.Client(
+        proxy=f"http://{name}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=30
+    )
 
 
 def block(dsn: str, proxy: Proxy, name: str) -> None:
@@ -61,6 +65,7 @@ def block(dsn: str, proxy: Proxy, name: str) -> None:
             except httpx.ProxyError as e:  # the tunnel's credentials name it: refused at CONNECT
                 return "403" in str(e)
             return False
+
     wait_for(refused)
 
 
@@ -81,36 +86,55 @@ def test_a_blocked_agent_with_a_non_utf8_body_is_refused_and_recorded(
     block(module_dsn, proxy, "rogue-bytes")
     # named by a header inside the tunnel this time: the request itself is refused
     with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context(), timeout=30) as http:
-        r = http.post(URL, content=NOT_UTF8,
-                      headers={"content-type": "application/json", "x-govrix-agent": "rogue-bytes"})
+        r = http.post(
+            URL,
+            content=NOT_UTF8,
+            headers={"content-type": "application/json", "x-govrix-agent": "rogue-bytes"},
+        )
     assert r.status_code == 403 and r.json()["error"] == "agent_blocked"
-    rows = wait_events(module_dsn, 1, "agent_id = %s AND status_code = 403 AND parse_error IS NOT NULL",
-                       (agent_id("rogue-bytes"),))
+    rows = wait_events(
+        module_dsn,
+        1,
+        "agent_id = %s AND status_code = 403 AND parse_error IS NOT NULL",
+        (agent_id("rogue-bytes"),),
+    )
     assert rows[0]["error"] == "agent_blocked"
     assert any(e["id"] == rows[0]["id"] for e in api_events(api, agent_id("rogue-bytes")))
 
 
-def test_a_blocked_agent_cannot_reach_other_hosts(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+def test_a_blocked_agent_cannot_reach_other_hosts(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
     block(module_dsn, proxy, "rogue-egress")
     before = len(fake.requests)
     with client(proxy, "rogue-egress") as http:
         r = http.put(f"{fake.url}/upload", content=b"the customer table")
     assert r.status_code == 403 and r.json()["error"] == "agent_blocked"
     assert len(fake.requests) == before  # nothing reached the host
-    rows = wait_events(module_dsn, 1, "agent_id = %s AND provider = 'other' AND method = 'PUT'",
-                       (agent_id("rogue-egress"),))
+    rows = wait_events(
+        module_dsn,
+        1,
+        "agent_id = %s AND provider = 'other' AND method = 'PUT'",
+        (agent_id("rogue-egress"),),
+    )
     assert rows[0]["status_code"] == 403 and rows[0]["endpoint"] == "/upload"
     assert rows[0]["host"] == "127.0.0.1" and rows[0]["method"] == "PUT"
     # its blocked tunnels were recorded too (refused at CONNECT)
-    assert wait_events(module_dsn, 1, "agent_id = %s AND method = 'CONNECT' AND status_code = 403",
-                       (agent_id("rogue-egress"),))
+    assert wait_events(
+        module_dsn,
+        1,
+        "agent_id = %s AND method = 'CONNECT' AND status_code = 403",
+        (agent_id("rogue-egress"),),
+    )
 
 
 def test_odd_bytes_of_an_active_agent_are_forwarded_and_queryable(
     proxy: Proxy, module_dsn: str, api: Any
 ) -> None:
     name = "odd-bytes"
-    nul_model = json.dumps({"model": "gpt\u0000-4o", "messages": [{"role": "user", "content": "a\u0000b"}]})
+    nul_model = json.dumps(
+        {"model": "gpt\u0000-4o", "messages": [{"role": "user", "content": "a\u0000b"}]}
+    )
     surrogate = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"\\ud800"}]}'
     with client(proxy, name) as http:
         for payload in (NOT_UTF8, nul_model.encode(), surrogate):
@@ -121,7 +145,11 @@ def test_odd_bytes_of_an_active_agent_are_forwarded_and_queryable(
     assert len(requests) == 3 and all(e["parent_id"] is None for e in requests)
     served = api_events(api, agent_id(name))
     assert {e["id"] for e in served} == {e["id"] for e in rows}
-    nul = [e for e in served if e["model"] and "gpt" in e["model"] and "4o" in e["model"] and "mini" not in e["model"]]
+    nul = [
+        e
+        for e in served
+        if e["model"] and "gpt" in e["model"] and "4o" in e["model"] and "mini" not in e["model"]
+    ]
     assert nul and all("\x00" not in e["model"] for e in nul)
     assert all(e.get("sanitized") for e in nul)
     # and the session's chain covers what is stored
@@ -130,18 +158,24 @@ def test_odd_bytes_of_an_active_agent_are_forwarded_and_queryable(
         assert v["valid"] is True, v
 
 
-def test_unparseable_body_under_a_budget_is_refused(proxy: Proxy, module_dsn: str, tmp_path: Path, fake: FakeProvider) -> None:
+def test_unparseable_body_under_a_budget_is_refused(
+    proxy: Proxy, module_dsn: str, tmp_path: Path, fake: FakeProvider
+) -> None:
     name = "odd-budget"
     with psycopg.connect(module_dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO budgets (scope, agent_id, period, metric, limit_value) "
-            "VALUES ('agent', %s, 'daily', 'tokens', 1000000)", (agent_id(name),))
+            "VALUES ('agent', %s, 'daily', 'tokens', 1000000)",
+            (agent_id(name),),
+        )
     p = Proxy(module_dsn, tmp_path / "budget-home", fake).start()
     try:
+
         def refused() -> httpx.Response | None:
             with client(p, name) as http:
                 r = http.post(URL, content=NOT_UTF8, headers={"content-type": "application/json"})
             return r if r.status_code == 400 else None
+
         r = wait_for(refused)  # once the budget table is loaded
         assert r.json()["error"] == "unparseable_request" and r.json()["gate"] == "budget"
         rows = wait_events(module_dsn, 1, "agent_id = %s AND status_code = 400", (agent_id(name),))

@@ -31,14 +31,21 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def proxy(module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+def proxy(
+    module_dsn: str, fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proxy]:
     p = Proxy(module_dsn, tmp_path_factory.mktemp("govrix-home"), fake).start()
     yield p
     p.stop()
 
 
 def client(proxy: Proxy, agent: str, **kw: Any) -> httpx.Client:
-    return httpx.Client(proxy=f"http://{agent}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=30, **kw)
+    return httpx.Client(
+        proxy=f"http://{agent}:x@127.0.0.1:{proxy.port}",
+        verify=proxy.ssl_context(),
+        timeout=30,
+        **kw,
+    )
 
 
 def agent_id(name: str) -> str:
@@ -59,25 +66,37 @@ def pair(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # -- official SDKs ----------------------------------------------------------------------------------
 
+
 def test_openai_sdk_non_streaming(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "sdk-openai") as http:
         oa = openai.OpenAI(api_key="sk-test-not-real", http_client=http, max_retries=0)
-        out = oa.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Say hi"}])
+        out = oa.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Say hi"}]
+        )
     assert out.choices[0].message.content.startswith("Hello")
     req, resp = pair(agent_events(module_dsn, "sdk-openai", 2))
     assert req["provider"] == resp["provider"] == "openai"
     assert req["model"] == resp["model"] == "gpt-4o"
     assert req["session_id"] == resp["session_id"] and req["session_id"].startswith("ses_")
-    assert (resp["prompt_tokens"], resp["completion_tokens"], resp["total_tokens"]) == (PROMPT_TOKENS, 7, PROMPT_TOKENS + 7)
+    assert (resp["prompt_tokens"], resp["completion_tokens"], resp["total_tokens"]) == (
+        PROMPT_TOKENS,
+        7,
+        PROMPT_TOKENS + 7,
+    )
     assert resp["usage_source"] == "reported" and resp["status_code"] == 200
     assert resp["cost_usd"] == pytest.approx((PROMPT_TOKENS * 2.5 + 7 * 10) / 1e6)
     assert req["compliance_tag"] == "default" and resp["lineage_hash"].startswith("sha256:")
     with psycopg.connect(module_dsn) as conn:
-        row = conn.execute("SELECT name, status, identity_kind FROM agents WHERE id = %s", (agent_id("sdk-openai"),)).fetchone()
+        row = conn.execute(
+            "SELECT name, status, identity_kind FROM agents WHERE id = %s",
+            (agent_id("sdk-openai"),),
+        ).fetchone()
     assert row == ("sdk-openai", "active", "proxy_auth")
 
 
-def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+def test_openai_sdk_streaming_gets_usage_injected(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
     with client(proxy, "sdk-openai-stream") as http:
         oa = openai.OpenAI(api_key="sk-test-not-real", http_client=http, max_retries=0)
         stream = oa.chat.completions.create(
@@ -89,23 +108,33 @@ def test_openai_sdk_streaming_gets_usage_injected(proxy: Proxy, fake: FakeProvid
     assert upstream_body["stream_options"] == {"include_usage": True}
     _, resp = pair(agent_events(module_dsn, "sdk-openai-stream", 2))
     assert (resp["prompt_tokens"], resp["completion_tokens"]) == (PROMPT_TOKENS, 5)
-    assert resp["usage_source"] == "reported" and resp["cost_usd"] > 0 and resp["model"] == "gpt-4o-mini"
+    assert (
+        resp["usage_source"] == "reported"
+        and resp["cost_usd"] > 0
+        and resp["model"] == "gpt-4o-mini"
+    )
     assert resp["ttfb_ms"] is not None and resp["ttfb_ms"] <= resp["latency_ms"]
 
 
 def test_anthropic_sdk_non_streaming_and_streaming(proxy: Proxy, module_dsn: str) -> None:
     # anthropic's SDK ships its own HTTP client package (httpx2): configure the proxy through it.
     http = anthropic.DefaultHttpxClient(
-        proxy=f"http://sdk-anthropic:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=30
+        proxy=f"http://sdk-anthropic:x@127.0.0.1:{proxy.port}",
+        verify=proxy.ssl_context(),
+        timeout=30,
     )
     with http:
         an = anthropic.Anthropic(api_key="sk-ant-test-not-real", http_client=http, max_retries=0)
         msg = an.messages.create(
-            model="claude-3-5-sonnet-20241022", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+            model="claude-3-5-sonnet-20241022",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hi"}],
         )
         assert msg.content[0].text.startswith("Hello")
         with an.messages.stream(
-            model="claude-3-5-sonnet-20241022", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+            model="claude-3-5-sonnet-20241022",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hi"}],
         ) as s:
             streamed = "".join(s.text_stream)
         assert streamed.startswith("Hello")
@@ -123,7 +152,9 @@ def test_gemini_generate_and_stream(proxy: Proxy, module_dsn: str) -> None:
     body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
     base = "https://generativelanguage.googleapis.com/v1beta/models/gemini-1.5-pro"
     with client(proxy, "gemini-agent") as http:
-        r1 = http.post(f"{base}:generateContent", json=body, headers={"x-goog-api-key": "AIza-test"})
+        r1 = http.post(
+            f"{base}:generateContent", json=body, headers={"x-goog-api-key": "AIza-test"}
+        )
         r2 = http.post(f"{base}:streamGenerateContent?alt=sse", json=body)
     assert r1.status_code == r2.status_code == 200
     rows = agent_events(module_dsn, "gemini-agent", 4)
@@ -136,22 +167,32 @@ def test_gemini_generate_and_stream(proxy: Proxy, module_dsn: str) -> None:
 
 # -- streaming passthrough ----------------------------------------------------------------------------
 
+
 def test_stream_chunks_are_not_buffered(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
     rid = uuid.uuid4().hex
     received: list[float] = []
-    with client(proxy, "stream-timing") as http, http.stream(
-        "POST",
-        "https://api.openai.com/v1/chat/completions",
-        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "count"}]},
-        headers={"x-fake-id": rid, "x-fake-chunks": "10", "x-fake-delay-ms": "200"},
-    ) as r:
+    with (
+        client(proxy, "stream-timing") as http,
+        http.stream(
+            "POST",
+            "https://api.openai.com/v1/chat/completions",
+            json={
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": "count"}],
+            },
+            headers={"x-fake-id": rid, "x-fake-chunks": "10", "x-fake-delay-ms": "200"},
+        ) as r,
+    ):
         for chunk in r.iter_raw():
             if chunk:
                 received.append(time.time())
     sent = fake.sent[rid]
     assert len(sent) >= 10
     first_delay = received[0] - sent[0]
-    assert first_delay < 0.05, f"first chunk reached the client {first_delay * 1000:.1f} ms after it was sent"
+    assert first_delay < 0.05, (
+        f"first chunk reached the client {first_delay * 1000:.1f} ms after it was sent"
+    )
     # and the stream was not collapsed into one delivery at the end
     assert received[-1] - received[0] > 1.5
     _, resp = pair(agent_events(module_dsn, "stream-timing", 2))
@@ -159,18 +200,26 @@ def test_stream_chunks_are_not_buffered(proxy: Proxy, fake: FakeProvider, module
 
 
 def test_client_disconnect_mid_stream_still_records_response(proxy: Proxy, module_dsn: str) -> None:
-    with client(proxy, "quitter") as http, http.stream(
-        "POST",
-        "https://api.openai.com/v1/chat/completions",
-        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "long"}]},
-        headers={"x-fake-chunks": "10", "x-fake-delay-ms": "300"},
-    ) as r:
+    with (
+        client(proxy, "quitter") as http,
+        http.stream(
+            "POST",
+            "https://api.openai.com/v1/chat/completions",
+            json={
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": "long"}],
+            },
+            headers={"x-fake-chunks": "10", "x-fake-delay-ms": "300"},
+        ) as r,
+    ):
         next(r.iter_raw())
     _, resp = pair(agent_events(module_dsn, "quitter", 2, timeout=15))
     assert resp["error"] is not None
 
 
 # -- bad input is forwarded intact and recorded with parse_error ---------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["malformed", "truncated"])
 def test_bad_payloads_forward_intact(proxy: Proxy, module_dsn: str, mode: str) -> None:
@@ -179,7 +228,11 @@ def test_bad_payloads_forward_intact(proxy: Proxy, module_dsn: str, mode: str) -
     with client(proxy, name) as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
-            json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x"}]},
+            json={
+                "model": "gpt-4o",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "x"}],
+            },
             headers={"x-fake-mode": mode},
         )
     assert r.status_code == 200
@@ -196,17 +249,27 @@ def test_encoded_bodies(proxy: Proxy, module_dsn: str, encoding: str, stream: bo
     with client(proxy, name) as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
-            json={"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "x"}]},
+            json={
+                "model": "gpt-4o",
+                "stream": stream,
+                "messages": [{"role": "user", "content": "x"}],
+            },
             headers={"x-fake-mode": encoding},
         )
     assert r.status_code == 200 and b"Hello" in r.content
     assert r.headers.get("content-encoding") == encoding  # forwarded as the upstream sent it
     _, resp = pair(agent_events(module_dsn, name, 2))
-    assert resp["parse_error"] is None and resp["usage_source"] == "reported" and resp["completion_tokens"] >= 5
+    assert (
+        resp["parse_error"] is None
+        and resp["usage_source"] == "reported"
+        and resp["completion_tokens"] >= 5
+    )
 
 
 def test_gzip_request_body(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
-    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "call 415-555-2671"}]}).encode()
+    body = json.dumps(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "call 415-555-2671"}]}
+    ).encode()
     with client(proxy, "gzip-req") as http:
         r = http.post(
             "https://api.openai.com/v1/chat/completions",
@@ -223,10 +286,25 @@ def test_gzip_request_body(proxy: Proxy, fake: FakeProvider, module_dsn: str) ->
 def test_http2_client(proxy: Proxy, module_dsn: str) -> None:
     # httpx does not speak HTTP/2 inside a proxy tunnel; curl does (ALPN h2 with our CA).
     out = subprocess.run(
-        ["curl", "-sS", "-v", "--http2", "-x", f"http://h2-agent:x@127.0.0.1:{proxy.port}", "--cacert", str(proxy.ca),
-         "https://api.openai.com/v1/chat/completions", "-H", "content-type: application/json",
-         "-d", json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "curl",
+            "-sS",
+            "-v",
+            "--http2",
+            "-x",
+            f"http://h2-agent:x@127.0.0.1:{proxy.port}",
+            "--cacert",
+            str(proxy.ca),
+            "https://api.openai.com/v1/chat/completions",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     assert "< HTTP/2 200" in out.stderr
     assert json.loads(out.stdout)["choices"][0]["message"]["content"].startswith("Hello")
@@ -263,15 +341,25 @@ def test_upstream_error_is_recorded_unbilled(proxy: Proxy, module_dsn: str) -> N
 
 # -- identity, sessions, headers ----------------------------------------------------------------------
 
+
 def test_our_headers_and_credentials_never_go_upstream(proxy: Proxy, fake: FakeProvider) -> None:
-    with httpx.Client(proxy=f"http://cred-agent:secret-token@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()) as http:
+    with httpx.Client(
+        proxy=f"http://cred-agent:secret-token@127.0.0.1:{proxy.port}", verify=proxy.ssl_context()
+    ) as http:
         http.post(
             "https://api.openai.com/v1/chat/completions",
             json={"model": "gpt-4o", "messages": []},
-            headers={"X-Govrix-Session": "abc", "X-Govrix-Agent": "other", "X-Agent-ID": "x", "X-Govrix-Foo": "1"},
+            headers={
+                "X-Govrix-Session": "abc",
+                "X-Govrix-Agent": "other",
+                "X-Agent-ID": "x",
+                "X-Govrix-Foo": "1",
+            },
         )
     seen = fake.requests[-1]["headers"]
-    assert not [h for h in seen if h.startswith("x-govrix") or h in ("proxy-authorization", "x-agent-id")]
+    assert not [
+        h for h in seen if h.startswith("x-govrix") or h in ("proxy-authorization", "x-agent-id")
+    ]
     assert "secret-token" not in json.dumps(seen)
 
 
@@ -280,28 +368,43 @@ def test_identity_precedence_and_api_key_hash(proxy: Proxy, module_dsn: str) -> 
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
     raw_key = "sk-proj-SECRETSECRET1234567890abcdef"
     with httpx.Client(proxy=proxy.url, verify=proxy.ssl_context()) as http:
-        http.post(url, json=body, headers={"X-Govrix-Agent": "header-agent", "authorization": f"Bearer {raw_key}"})
+        http.post(
+            url,
+            json=body,
+            headers={"X-Govrix-Agent": "header-agent", "authorization": f"Bearer {raw_key}"},
+        )
         http.post(url, json=body, headers={"authorization": f"Bearer {raw_key}"})
-        http.post(url, json=body, headers={"X-Govrix-Session": "my-run-42", "X-Agent-ID": "alias-agent"})
+        http.post(
+            url, json=body, headers={"X-Govrix-Session": "my-run-42", "X-Agent-ID": "alias-agent"}
+        )
     agent_events(module_dsn, "header-agent", 2)
     rows = agent_events(module_dsn, "alias-agent", 2)
     assert {r["session_id"] for r in rows} == {"ses_my-run-42"}
     with psycopg.connect(module_dsn) as conn:
         kinds = dict(conn.execute("SELECT name, identity_kind FROM agents").fetchall())
-        dump = json.dumps([list(map(str, r)) for r in conn.execute("SELECT * FROM events").fetchall()])
-        dump += json.dumps([list(map(str, r)) for r in conn.execute("SELECT * FROM agents").fetchall()])
+        dump = json.dumps(
+            [list(map(str, r)) for r in conn.execute("SELECT * FROM events").fetchall()]
+        )
+        dump += json.dumps(
+            [list(map(str, r)) for r in conn.execute("SELECT * FROM agents").fetchall()]
+        )
     assert kinds["header-agent"] == "header" and kinds["alias-agent"] == "header"
     key_agents = [n for n, k in kinds.items() if k == "api_key"]
     assert key_agents and all(n.startswith("key-") for n in key_agents)
     assert raw_key not in dump and "SECRETSECRET" not in dump
 
 
-def test_other_hosts_are_recorded_as_metadata_only(proxy: Proxy, fake: FakeProvider, module_dsn: str) -> None:
+def test_other_hosts_are_recorded_as_metadata_only(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
     """Egress to a host that is no LLM provider nor MCP: host, method, path, status, bytes; no body."""
     sent = b'{"card": "4111 1111 1111 1111", "note": "SECRETBODY"}'
     with httpx.Client(proxy=proxy.url) as http:
-        r = http.post(f"{fake.url}/not-an-llm?token=SECRETQUERY", headers={"X-Govrix-Agent": "egress-agent"},
-                      content=sent)
+        r = http.post(
+            f"{fake.url}/not-an-llm?token=SECRETQUERY",
+            headers={"X-Govrix-Agent": "egress-agent"},
+            content=sent,
+        )
     assert r.status_code == 404 and r.json() == {"error": "not found"}
     rows = wait_events(
         module_dsn, 2, "agent_id = (SELECT id FROM agents WHERE name = 'egress-agent')", timeout=15
@@ -318,6 +421,7 @@ def test_other_hosts_are_recorded_as_metadata_only(proxy: Proxy, fake: FakeProvi
 
 
 # -- lineage ------------------------------------------------------------------------------------------
+
 
 def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, module_dsn: str) -> None:
     with client(proxy, "chain-agent") as http:
@@ -342,6 +446,7 @@ def test_lineage_verifies_and_names_the_altered_event(proxy: Proxy, module_dsn: 
 
 # -- kill switch ----------------------------------------------------------------------------------------
 
+
 def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module_dsn: str) -> None:
     name = "rogue-agent"
     aid = agent_id(name)
@@ -353,7 +458,9 @@ def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module
         with psycopg.connect(module_dsn, autocommit=True) as conn:
             time.sleep(1.2)
             calls_before = _proxy_statement_calls(conn)
-            conn.execute("UPDATE agents SET status = 'blocked', updated_at = now() WHERE id = %s", (aid,))
+            conn.execute(
+                "UPDATE agents SET status = 'blocked', updated_at = now() WHERE id = %s", (aid,)
+            )
             t_block = time.monotonic()
             statuses = []
             first_403 = None
@@ -362,7 +469,11 @@ def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module
                 statuses.append(r.status_code)
                 if r.status_code == 403 and first_403 is None:
                     first_403 = time.monotonic() - t_block
-                    assert r.json() == {"error": "agent_blocked", "message": r.json()["message"], "agent_id": aid}
+                    assert r.json() == {
+                        "error": "agent_blocked",
+                        "message": r.json()["message"],
+                        "agent_id": aid,
+                    }
             assert first_403 is not None and first_403 < 1.0, statuses
             n_requests = len(statuses)
             time.sleep(1.2)  # backends flush their table statistics at most once a second
@@ -378,7 +489,9 @@ def test_kill_switch_blocks_within_a_second_without_queries(proxy: Proxy, module
     assert n_requests > 100
     assert (calls_after - calls_before) * 50 < n_requests, (calls_before, calls_after, n_requests)
     blocked = events(module_dsn, "agent_id = %s AND status_code = 403", (aid,))
-    assert blocked and all(r["error"] == "agent_blocked" and r["direction"] == "request" for r in blocked)
+    assert blocked and all(
+        r["error"] == "agent_blocked" and r["direction"] == "request" for r in blocked
+    )
 
 
 def _agent_row(dsn: str, aid: str) -> Any:
@@ -402,12 +515,18 @@ def test_proxy_port_is_loopback(proxy: Proxy) -> None:
 
 # -- modes ----------------------------------------------------------------------------------------------
 
+
 def test_reverse_mode_per_provider(module_dsn: str, fake: FakeProvider, tmp_path: Path) -> None:
     """For clients that cannot use a proxy: a reverse listener per provider beside the explicit one."""
     from tests.fakeprovider import free_port
 
     rport = free_port()
-    proxy = Proxy(module_dsn, tmp_path, fake, args=["--mode", "regular", "--mode", f"reverse:https://api.openai.com@{rport}"])
+    proxy = Proxy(
+        module_dsn,
+        tmp_path,
+        fake,
+        args=["--mode", "regular", "--mode", f"reverse:https://api.openai.com@{rport}"],
+    )
     proxy.start()
     try:
         r = httpx.post(

@@ -1,4 +1,4 @@
-"""End to end: the recorder process beside mitmdump (addon/recorder.py, addon/channel.py).
+"""End to end: the recorder process beside mitmdump (addon/recorder.py, addon/sinks.py).
 
 The hot path hands captures to a child process; these tests check that it really is a separate
 process, that its metrics reach the proxy's scrape endpoint, that killing it loses no traffic
@@ -46,7 +46,8 @@ def children(pid: int) -> list[int]:
 def recorders(proxy: Proxy) -> list[int]:
     assert proxy.proc is not None
     return [
-        c for c in children(proxy.proc.pid)
+        c
+        for c in children(proxy.proc.pid)
         if b"addon.recorder" in Path(f"/proc/{c}/cmdline").read_bytes()
     ]
 
@@ -70,11 +71,15 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 def scrape_once_written(port: int, events: int) -> str:
     """The exposition, once the recorder's writer reports ``events`` written (it reports every
     second)."""
-    return str(wait_for(
-        lambda: t
-        if (sample(t := scrape(port), "govrix_writer_written_total") or 0) >= events
-        else None
-    ))
+    return str(
+        wait_for(
+            lambda: (
+                t
+                if (sample(t := scrape(port), "govrix_writer_written_total") or 0) >= events
+                else None
+            )
+        )
+    )
 
 
 def with_recorder(
@@ -107,7 +112,9 @@ def test_recorder_is_a_child_process_and_its_metrics_are_scraped_with_ours(
         assert all(r["pii_types"] == ["email"] for r in rows if r["direction"] == "request")
         # the recorder reports once a second; the proxy serves both sides under one name each
         text = scrape_once_written(mport, 6)
-        assert sample(text, "govrix_proxy_requests_total", provider="openai", outcome="forwarded") == 3
+        assert (
+            sample(text, "govrix_proxy_requests_total", provider="openai", outcome="forwarded") == 3
+        )
         assert sample(text, "govrix_proxy_events_total", direction="response") == 3
         assert sample(text, "govrix_proxy_upstream_latency_seconds_count", provider="openai") == 3
         assert sample(text, "govrix_recorder_lost_total") == 0
@@ -145,7 +152,7 @@ def test_a_recorder_killed_under_16_concurrent_clients_loses_no_event(
     module_dsn: str, fake: FakeProvider, tmp_path: Path
 ) -> None:
     """The proxy keeps every capture until the recorder says it is durable; a successor is sent
-    the rest. Passes whether the proxy chooses the response event's id (``End.response_key``:
+    the rest. Passes whether the proxy chooses the response event's id (``End.response_id``:
     exactly one response event per call) or the recorder does (a call whose response was stored
     but not yet acknowledged may get a second response event; both name the same request)."""
     clients, calls = 16, 40
@@ -187,9 +194,7 @@ def test_a_recorder_killed_under_16_concurrent_clients_loses_no_event(
         assert statuses == [[200] * calls] * clients  # traffic never noticed
         assert wait_for(lambda: [c for c in recorders(proxy) if c != child])
         try:
-            wait_for(
-                lambda: (s := story())[1] == s[2] and len(s[1]) == clients * calls, timeout=60
-            )
+            wait_for(lambda: (s := story())[1] == s[2] and len(s[1]) == clients * calls, timeout=60)
         except AssertionError:
             _, requests, answered = story()
             raise AssertionError(
@@ -303,7 +308,9 @@ def test_recorders_that_keep_dying_leave_recording_in_the_proxy(
         proxy.stop()
 
 
-def test_inline_recorder_records_the_same(module_dsn: str, fake: FakeProvider, tmp_path: Path) -> None:
+def test_inline_recorder_records_the_same(
+    module_dsn: str, fake: FakeProvider, tmp_path: Path
+) -> None:
     proxy = Proxy(module_dsn, tmp_path, fake, env={"GOVRIX_RECORDER": "inline"}).start()
     try:
         assert not recorders(proxy)
@@ -329,7 +336,9 @@ def test_a_request_to_an_address_is_named_by_its_host_header(
             named = http.post(target, json=BODY, headers={"Host": f"llm.internal:{fake.port}"})
             assert named.status_code == 200
             assert http.post(target, json=BODY).status_code == 200  # 127.0.0.1: not configured
-            assert http.post(target, json=BODY, headers={"Host": "other.internal"}).status_code == 200
+            assert (
+                http.post(target, json=BODY, headers={"Host": "other.internal"}).status_code == 200
+            )
         llm = "agent_id = %s AND provider <> 'other'"
         rows = wait_events(module_dsn, 2, llm, (agent_id("by-host-header"),))
         req, resp = pair(rows)
@@ -338,7 +347,9 @@ def test_a_request_to_an_address_is_named_by_its_host_header(
         proxy.stop()  # drains the recorder: nothing else from this agent can still arrive
     assert len(wait_events(module_dsn, 2, llm, (agent_id("by-host-header"),))) == 2
     # the two others are egress to hosts that are no provider: metadata only
-    other = events(module_dsn, "agent_id = %s AND provider = 'other'", (agent_id("by-host-header"),))
+    other = events(
+        module_dsn, "agent_id = %s AND provider = 'other'", (agent_id("by-host-header"),)
+    )
     assert len(other) == 4
 
 

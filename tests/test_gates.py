@@ -25,9 +25,9 @@ from mitmproxy.test import taddons, tflow, tutils
 from addon import config as config_mod
 from addon import ids
 from addon.budgets import BudgetSpec
-from addon.capture import Begin, End, Score, Settle, Sight, ToRecorder
 from addon.policy import PolicyStore, parse_policy
 from addon.proxy import Govrix
+from addon.wire import AgentSeen, Begin, End, Score, Settle, ToRecorder
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
 MCP_CALL = b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/etc/hosts"}}}'
@@ -150,7 +150,9 @@ def test_identity_precedence(
     if name is not None:
         assert b.agent_name == name
     assert "sk-abc" not in b.agent_name
-    assert not any(n.lower() in (b"proxy-authorization", b"x-agent-id") for n, _ in f.request.headers.fields)
+    assert not any(
+        n.lower() in (b"proxy-authorization", b"x-agent-id") for n, _ in f.request.headers.fields
+    )
     assert not any(n.lower().startswith(b"x-govrix") for n, _ in f.request.headers.fields)
 
 
@@ -169,7 +171,14 @@ def test_identity_precedence(
 )
 @pytest.mark.parametrize("status", ["blocked", "retired"])
 def test_kill_switch_applies_to_every_host(
-    tctx: Any, home: Path, host: str, path: str, payload: bytes, method: str, provider: str, status: str
+    tctx: Any,
+    home: Path,
+    host: str,
+    path: str,
+    payload: bytes,
+    method: str,
+    provider: str,
+    status: str,
 ) -> None:
     g, rec = start(home)
     block(g, "rogue", status)
@@ -189,15 +198,27 @@ def test_kill_switch_applies_to_every_host(
 def test_kill_switch_refuses_connect_of_a_named_agent(tctx: Any, home: Path) -> None:
     g, rec = start(home)
     block(g, "rogue")
-    f = flow(host="api.openai.com", method="CONNECT", path="", body=b"",
-             headers={"proxy-authorization": proxy_auth("rogue")})
+    f = flow(
+        host="api.openai.com",
+        method="CONNECT",
+        path="",
+        body=b"",
+        headers={"proxy-authorization": proxy_auth("rogue")},
+    )
     g.http_connect(f)
     assert f.response is not None and f.response.status_code == 403
     (b,) = rec.begins()
-    assert b.method == "CONNECT" and b.endpoint == "api.openai.com:443" and b.error == "agent_blocked"
+    assert (
+        b.method == "CONNECT" and b.endpoint == "api.openai.com:443" and b.error == "agent_blocked"
+    )
     # an active agent's tunnel goes on; the requests inside are checked one by one
-    f2 = flow(host="api.openai.com", method="CONNECT", path="", body=b"",
-              headers={"proxy-authorization": proxy_auth("fine")})
+    f2 = flow(
+        host="api.openai.com",
+        method="CONNECT",
+        path="",
+        body=b"",
+        headers={"proxy-authorization": proxy_auth("fine")},
+    )
     g.http_connect(f2)
     assert f2.response is None and len(rec.begins()) == 1
 
@@ -221,7 +242,9 @@ BAD_BODIES = [
 
 
 @pytest.mark.parametrize("payload", BAD_BODIES)
-def test_unparseable_body_under_a_policy_is_refused_by_default(tctx: Any, home: Path, payload: bytes) -> None:
+def test_unparseable_body_under_a_policy_is_refused_by_default(
+    tctx: Any, home: Path, payload: bytes
+) -> None:
     policy = "rules:\n  - {name: no-o1, action: block, when: [{field: model, op: eq, value: o1}]}\n"
     g, rec = start(home, policy=policy)
     f = flow(body=payload, headers={"x-govrix-agent": "odd"})
@@ -242,7 +265,9 @@ def test_unparseable_body_forwarded_when_told(tctx: Any, home: Path) -> None:
     assert b.status_code is None and b.body == BAD_BODIES[0]
 
 
-def test_unparseable_body_without_enforcement_is_forwarded_and_recorded(tctx: Any, home: Path) -> None:
+def test_unparseable_body_without_enforcement_is_forwarded_and_recorded(
+    tctx: Any, home: Path
+) -> None:
     g, rec = start(home)
     f = flow(body=BAD_BODIES[0], headers={"x-govrix-agent": "odd"})
     g.request(f)
@@ -322,7 +347,9 @@ class Boom:
 
 
 @pytest.mark.parametrize(("mode", "status"), [("refuse", 503), ("forward", None)])
-def test_a_gate_that_raises_fails_as_configured(tctx: Any, home: Path, mode: str, status: int | None) -> None:
+def test_a_gate_that_raises_fails_as_configured(
+    tctx: Any, home: Path, mode: str, status: int | None
+) -> None:
     g, rec = start(home, GOVRIX_GATE_ERRORS=mode)
     g.gates.insert(0, Boom())
     f = flow(headers={"x-govrix-agent": "b"})
@@ -341,8 +368,13 @@ def test_a_gate_that_raises_fails_as_configured(tctx: Any, home: Path, mode: str
 
 def test_other_host_egress_is_metadata_only(tctx: Any, home: Path) -> None:
     g, rec = start(home)
-    f = flow(host="files.example.com", path="/put?sig=SECRET", body=b"card 4111111111111111", method="PUT",
-             headers={"x-govrix-agent": "e"})
+    f = flow(
+        host="files.example.com",
+        path="/put?sig=SECRET",
+        body=b"card 4111111111111111",
+        method="PUT",
+        headers={"x-govrix-agent": "e"},
+    )
     g.request(f)
     (b,) = rec.begins()
     assert b.provider == "other" and b.body is None and b.findings == [] and b.path == "/put"
@@ -350,16 +382,20 @@ def test_other_host_egress_is_metadata_only(tctx: Any, home: Path) -> None:
     g.responseheaders(f)
     g.response(f)
     (e,) = [m for m in rec.sent if isinstance(m, End)]
-    assert e.key == b.key and e.body is None and e.status_code == 200
+    assert e.request_id == b.request_id and e.body is None and e.status_code == 200
 
 
 def test_other_hosts_not_recorded_when_turned_off(tctx: Any, home: Path) -> None:
     g, rec = start(home, GOVRIX_RECORD_OTHER_HOSTS="0")
-    f = flow(host="files.example.com", path="/", body=b"", method="GET", headers={"x-govrix-agent": "e"})
+    f = flow(
+        host="files.example.com", path="/", body=b"", method="GET", headers={"x-govrix-agent": "e"}
+    )
     g.request(f)
     assert f.response is None and rec.begins() == []
     block(g, "e")  # ... but a blocked agent is still refused there, and that is recorded
-    f = flow(host="files.example.com", path="/", body=b"", method="GET", headers={"x-govrix-agent": "e"})
+    f = flow(
+        host="files.example.com", path="/", body=b"", method="GET", headers={"x-govrix-agent": "e"}
+    )
     g.request(f)
     assert f.response is not None and f.response.status_code == 403 and len(rec.begins()) == 1
 
@@ -370,22 +406,42 @@ def test_stop_records_calls_in_flight_as_aborted(tctx: Any, home: Path) -> None:
     g.request(f)
     g.done()
     (e,) = [m for m in rec.sent if isinstance(m, End)]
-    assert e.key == rec.begins()[0].key and e.error == "aborted"
+    assert e.request_id == rec.begins()[0].request_id and e.error == "aborted"
 
 
 # -- property: whatever the bytes, a blocked agent is refused, once ------------------------------------
 
 header_names = st.sampled_from(
-    [b"content-encoding", b"content-type", b"host", b"x-govrix-agent", b"x-govrix-session",
-     b"authorization", b"x-api-key", b"x-session-id", b"transfer-encoding", b"x-other"]
+    [
+        b"content-encoding",
+        b"content-type",
+        b"host",
+        b"x-govrix-agent",
+        b"x-govrix-session",
+        b"authorization",
+        b"x-api-key",
+        b"x-session-id",
+        b"transfer-encoding",
+        b"x-other",
+    ]
 )
 header_values = st.one_of(
-    st.sampled_from([b"gzip", b"br", b"deflate", b"zstd", b"identity", b"gzip, br", b"application/json"]),
+    st.sampled_from(
+        [b"gzip", b"br", b"deflate", b"zstd", b"identity", b"gzip, br", b"application/json"]
+    ),
     st.binary(max_size=40),
 )
 hosts = st.one_of(
-    st.sampled_from(["api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com",
-                     "example.org", "10.0.0.1", "bedrock-runtime.us-east-1.amazonaws.com"]),
+    st.sampled_from(
+        [
+            "api.openai.com",
+            "api.anthropic.com",
+            "generativelanguage.googleapis.com",
+            "example.org",
+            "10.0.0.1",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+        ]
+    ),
     st.from_regex(r"[a-z0-9][a-z0-9.-]{0,30}", fullmatch=True),
 )
 paths = st.one_of(
@@ -405,7 +461,9 @@ _started: dict[tuple[bool, bool], tuple[Govrix, ListRecorder]] = {}
 def started(home: Path, policy: bool, budget: bool) -> tuple[Govrix, ListRecorder]:
     """One addon per configuration for all examples (starting one loads the scoring rules)."""
     if (policy, budget) not in _started:
-        text = "rules:\n  - {name: t, action: tag, tag: x, when: [{field: model, op: eq, value: m}]}\n"
+        text = (
+            "rules:\n  - {name: t, action: tag, tag: x, when: [{field: model, op: eq, value: m}]}\n"
+        )
         g, rec = start(home, policy=text if policy else None)
         if budget:
             g.budgets.set_specs([BudgetSpec(period="daily", metric="tokens", limit=1e9)])
@@ -416,7 +474,9 @@ def started(home: Path, policy: bool, budget: bool) -> tuple[Govrix, ListRecorde
     return g, rec
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     host=hosts,
     path=paths,
@@ -427,20 +487,32 @@ def started(home: Path, policy: bool, budget: bool) -> tuple[Govrix, ListRecorde
     budget=st.booleans(),
 )
 def test_a_blocked_agent_is_always_refused_once(
-    home: Path, host: str, path: str, payload: bytes, method: str,
-    extra: list[tuple[bytes, bytes]], policy: bool, budget: bool,
+    home: Path,
+    host: str,
+    path: str,
+    payload: bytes,
+    method: str,
+    extra: list[tuple[bytes, bytes]],
+    policy: bool,
+    budget: bool,
 ) -> None:
     # (no taddons context per example: the request path reads no option, and a context per
     # example would leave a log handler bound to a closed loop)
     g, rec = started(home, policy, budget)
-    f = flow(host=host, path=path, body=payload, method=method,
-             headers={"proxy-authorization": proxy_auth("rogue")}, raw_headers=extra)
+    f = flow(
+        host=host,
+        path=path,
+        body=payload,
+        method=method,
+        headers={"proxy-authorization": proxy_auth("rogue")},
+        raw_headers=extra,
+    )
     g.request(f)
     assert f.response is not None and f.response.status_code in (200, 403)
     begins = [m for m in rec.sent if isinstance(m, Begin)]
     assert len(begins) == 1 and begins[0].error == "agent_blocked"
     assert begins[0].agent_id == ids.agent_id("name:rogue")
-    assert all(isinstance(m, Begin | Sight | Score) for m in rec.sent)
+    assert all(isinstance(m, Begin | AgentSeen | Score) for m in rec.sent)
 
 
 @pytest.mark.parametrize(("mode", "refused"), [("refuse", True), ("forward", False)])
@@ -465,14 +537,20 @@ async def test_a_call_waits_for_budget_room_held_in_flight(home: Path) -> None:
     on once the first settles below its bound; with nothing settled in time it is refused."""
     g, rec = start(home, GOVRIX_BUDGET_WAIT="5")
     g.budgets.set_specs([BudgetSpec(period="daily", metric="tokens", limit=3_000)])
-    first = flow(headers={"x-govrix-agent": "w"}, body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'))
+    first = flow(
+        headers={"x-govrix-agent": "w"},
+        body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'),
+    )
     g.request(first)
     assert first.response is None and not first.intercepted  # admitted: 0 spent + 0 reserved
-    second = flow(headers={"x-govrix-agent": "w"}, body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'))
+    second = flow(
+        headers={"x-govrix-agent": "w"},
+        body=CHAT.replace(b'"messages"', b'"max_tokens":3000,"messages"'),
+    )
     g.request(second)
     assert second.intercepted and second.response is None and len(rec.begins()) == 1
     # the first call settles at its real (small) usage: room again
-    key = rec.begins()[0].key
+    key = rec.begins()[0].request_id
     g._on_reply(Settle(key, 40, None))
     await asyncio.wait_for(second.wait_for_resume(), 5)
     assert second.response is None and len(rec.begins()) == 2  # forwarded
@@ -504,8 +582,8 @@ async def test_a_waiting_call_whose_client_left_is_recorded_not_forwarded(home: 
     second.error = tflow.terr("client disconnected")
     g.error(second)  # mitmproxy's error hook while it waits: the task records it
     assert len(rec.begins()) == 1 and not any(isinstance(m, End) for m in rec.sent)
-    g._on_reply(Settle(rec.begins()[0].key, 40, None))
+    g._on_reply(Settle(rec.begins()[0].request_id, 40, None))
     await asyncio.wait_for(second.wait_for_resume(), 5)
     b = rec.begins()[-1]
     assert b.status_code == 499 and b.error == "client_closed"
-    assert not any(isinstance(m, End) and m.key == b.key for m in rec.sent)
+    assert not any(isinstance(m, End) and m.request_id == b.request_id for m in rec.sent)

@@ -37,7 +37,9 @@ def test_agent_ids_are_deterministic() -> None:
     assert ids.agent_id("name:billing-agent") == ids.agent_id("name:billing-agent")
     assert ids.agent_id("name:billing-agent") != ids.agent_id("name:support-agent")
     assert ids.agent_id("name:billing-agent") == "agt_" + _reference_b32(
-        int.from_bytes(__import__("hashlib").sha256(b"name:billing-agent").digest()[:17], "big") >> 6, 26
+        int.from_bytes(__import__("hashlib").sha256(b"name:billing-agent").digest()[:17], "big")
+        >> 6,
+        26,
     )
 
 

@@ -16,20 +16,30 @@ from addon.lineage import Chain, event_values, genesis, verify
 
 def ev(session: str, i: int, **kw: Any) -> Event:
     return Event(
-        id=ids.event_id(), agent_id="agt_x", session_id=session,
+        id=ids.event_id(),
+        agent_id="agt_x",
+        session_id=session,
         timestamp=datetime(2026, 3, 5, 14, 20, tzinfo=UTC) + timedelta(milliseconds=i),
-        direction="request" if i % 2 == 0 else "response", model="gpt-4o", **kw,
+        direction="request" if i % 2 == 0 else "response",
+        model="gpt-4o",
+        **kw,
     )
 
 
 def rows(events: list[Event]) -> list[dict[str, Any]]:
     # what PostgreSQL gives back: plain values, JSON re-decoded
-    return [msgspec.json.decode(msgspec.json.encode(event_values(e))) | {"timestamp": e.timestamp} for e in events]
+    return [
+        msgspec.json.decode(msgspec.json.encode(event_values(e))) | {"timestamp": e.timestamp}
+        for e in events
+    ]
 
 
 def test_untouched_chain_verifies() -> None:
     chain = Chain()
-    events = [chain.seal(ev("ses_a", i, pii_findings=[{"type": "email", "count": 1, "path": "$.x"}])) for i in range(6)]
+    events = [
+        chain.seal(ev("ses_a", i, pii_findings=[{"type": "email", "count": 1, "path": "$.x"}]))
+        for i in range(6)
+    ]
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert events[0].prev_hash == genesis("ses_a")
     assert all(b.prev_hash == a.lineage_hash for a, b in itertools.pairwise(events))
@@ -39,8 +49,15 @@ def test_untouched_chain_verifies() -> None:
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("completion_tokens", 999), ("model", "gpt-3.5"), ("cost_usd", 1.0), ("compliance_tag", "x"),
-     ("pii_types", ["ssn"]), ("timestamp", datetime(2020, 1, 1, tzinfo=UTC)), ("pii_findings", [])],
+    [
+        ("completion_tokens", 999),
+        ("model", "gpt-3.5"),
+        ("cost_usd", 1.0),
+        ("compliance_tag", "x"),
+        ("pii_types", ["ssn"]),
+        ("timestamp", datetime(2020, 1, 1, tzinfo=UTC)),
+        ("pii_findings", []),
+    ],
 )
 def test_any_altered_column_names_the_event(column: str, value: Any) -> None:
     chain = Chain()
@@ -57,7 +74,11 @@ def test_deleted_middle_event_is_found() -> None:
     data = rows(events)
     del data[2]
     v = verify("ses_c", data)
-    assert not v.valid and v.broken_event_id == events[3].id and "links to no earlier event" in (v.reason or "")
+    assert (
+        not v.valid
+        and v.broken_event_id == events[3].id
+        and "links to no earlier event" in (v.reason or "")
+    )
 
 
 def test_forks_from_two_writers_verify() -> None:
@@ -97,7 +118,9 @@ def test_chains_stored_before_the_added_columns_still_verify() -> None:
     e = chain.seal(ev("ses_v1", 0, tool_calls=[{"name": "t"}]))
     values = event_values(e)
     old = [values[c] for c in old_columns]
-    old[old_columns.index("timestamp")] = (e.timestamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    old[old_columns.index("timestamp")] = (
+        e.timestamp - datetime(1970, 1, 1, tzinfo=UTC)
+    ) // timedelta(microseconds=1)
     old[old_columns.index("tool_calls")] = msgspec.json.encode(e.tool_calls)
     assert canonical_bytes(values) == msgspec.msgpack.encode(old)
     digest = hashlib.sha256(e.prev_hash.encode() + msgspec.msgpack.encode(old)).hexdigest()
@@ -106,8 +129,13 @@ def test_chains_stored_before_the_added_columns_still_verify() -> None:
 
 @pytest.mark.parametrize(
     ("column", "before", "after"),
-    [("host", None, "evil.example"), ("host", "api.openai.com", None), ("method", "POST", "GET"),
-     ("sanitized", {"model": {"bytes": 4}}, None), ("sanitized", None, {"model": {"bytes": 4}})],
+    [
+        ("host", None, "evil.example"),
+        ("host", "api.openai.com", None),
+        ("method", "POST", "GET"),
+        ("sanitized", {"model": {"bytes": 4}}, None),
+        ("sanitized", None, {"model": {"bytes": 4}}),
+    ],
 )
 def test_added_columns_are_covered_set_or_not(column: str, before: Any, after: Any) -> None:
     chain = Chain()

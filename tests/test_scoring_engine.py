@@ -20,8 +20,8 @@ from api.scoring import (
     convert_action_event,
     decode_action_event,
 )
+from api.scoring.bands import risk_level_for
 from api.scoring.fields import default_classifier
-from api.scoring.levels import risk_level_for
 
 CORPUS = Path(__file__).parent / "data" / "scoring_scenarios.yaml"
 LEVELS = ("none", "low", "medium", "high", "critical")

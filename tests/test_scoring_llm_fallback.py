@@ -179,7 +179,9 @@ async def test_failures_keep_rule_score(
     result = await engine.score_with_fallback(
         # a short timeout only where the timeout is the point: a loaded CI box must not turn
         # every other failure into a timeout
-        convert_action_event(THIN_EVENT), None, config(llm_server, mode, timeout=0.3 if mode == "slow" else 10.0)
+        convert_action_event(THIN_EVENT),
+        None,
+        config(llm_server, mode, timeout=0.3 if mode == "slow" else 10.0),
     )
     assert result.scoring_source == "rules:llm_failed"
     assert result.score == base.score and result.risk_level == base.risk_level

@@ -42,7 +42,9 @@ def listener() -> Iterator[socket.socket]:
         yield s
 
 
-def stack_env(home: Path, ports: list[int], dsn: str = "postgresql://nobody@127.0.0.1:1/none") -> dict[str, str]:
+def stack_env(
+    home: Path, ports: list[int], dsn: str = "postgresql://nobody@127.0.0.1:1/none"
+) -> dict[str, str]:
     proxy, api, metrics, reverse = ports
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVRIX_")}
     return env | {
@@ -60,7 +62,11 @@ def stack_env(home: Path, ports: list[int], dsn: str = "postgresql://nobody@127.
 def run(cmd: str, env: dict[str, str], timeout: float = 45) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scripts.stack", cmd],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -105,7 +111,10 @@ class Up:
         with open(self.log, "wb") as f:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "scripts.stack", "up"],
-                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
             )
         self.home = home
 

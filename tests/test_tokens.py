@@ -43,7 +43,9 @@ def chat_body(text: str) -> bytes:
 
 
 def openai_bound(text: str) -> int:
-    return OPENAI.parse_request("chat.completions", "/v1/chat/completions", chat_body(text)).prompt_token_bound
+    return OPENAI.parse_request(
+        "chat.completions", "/v1/chat/completions", chat_body(text)
+    ).prompt_token_bound
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=[s["name"] for s in SAMPLES])
@@ -106,7 +108,12 @@ PROVIDER_CASES = [
         OPENAI,
         "chat.completions",
         "/v1/chat/completions",
-        {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 50, "n": 3},
+        {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_completion_tokens": 50,
+            "n": 3,
+        },
         150,
     ),
     (
@@ -117,7 +124,13 @@ PROVIDER_CASES = [
         20,
     ),
     (OPENAI, "chat.completions", "/v1/chat/completions", {"model": "gpt-4o", "messages": []}, None),
-    (OPENAI, "responses", "/v1/responses", {"model": "gpt-4o", "input": "x", "max_output_tokens": 64}, 64),
+    (
+        OPENAI,
+        "responses",
+        "/v1/responses",
+        {"model": "gpt-4o", "input": "x", "max_output_tokens": 64},
+        64,
+    ),
     (OPENAI, "embeddings", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}, 0),
     (
         OPENAI,
@@ -130,14 +143,21 @@ PROVIDER_CASES = [
         ANTHROPIC,
         "messages",
         "/v1/messages",
-        {"model": "claude-3-5-sonnet-latest", "max_tokens": 300, "messages": [{"role": "user", "content": "x"}]},
+        {
+            "model": "claude-3-5-sonnet-latest",
+            "max_tokens": 300,
+            "messages": [{"role": "user", "content": "x"}],
+        },
         300,
     ),
     (
         GEMINI,
         "generateContent",
         "/v1beta/models/gemini-1.5-pro:generateContent",
-        {"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": 40, "candidateCount": 2}},
+        {
+            "contents": [{"parts": [{"text": "x"}]}],
+            "generationConfig": {"maxOutputTokens": 40, "candidateCount": 2},
+        },
         80,
     ),
 ]
@@ -164,8 +184,11 @@ def test_completion_bound() -> None:
 
 def test_call_cost() -> None:
     info = RequestInfo(
-        provider="openai", endpoint="chat.completions", model="gpt-4o",
-        prompt_token_bound=1000, completion_token_bound=None,
+        provider="openai",
+        endpoint="chat.completions",
+        model="gpt-4o",
+        prompt_token_bound=1000,
+        completion_token_bound=None,
     )
     cost = call_cost(info, "openai", body_bytes=999, default_completion=1024, needs_usd=True)
     assert cost.tokens == 2024
@@ -173,8 +196,18 @@ def test_call_cost() -> None:
     assert cost.usd_micros is not None and 12_700 <= cost.usd_micros <= 12_800
     # A parse that failed is bounded by the body's size and the default allowance.
     broken = RequestInfo(provider="openai", endpoint="chat.completions", parse_error="bad")
-    assert call_cost(broken, "openai", body_bytes=500, default_completion=10, needs_usd=False).tokens == 510
+    assert (
+        call_cost(broken, "openai", body_bytes=500, default_completion=10, needs_usd=False).tokens
+        == 510
+    )
     # An unknown model has no price: the budget decides (Budgets(unpriced=...)).
-    odd = RequestInfo(provider="openai", endpoint="chat.completions", model="no-such-model", prompt_token_bound=5)
-    assert call_cost(odd, "openai", body_bytes=5, default_completion=1, needs_usd=True).usd_micros is None
-    assert call_cost(None, "mcp", body_bytes=5000, default_completion=1024, needs_usd=True).tokens == 0
+    odd = RequestInfo(
+        provider="openai", endpoint="chat.completions", model="no-such-model", prompt_token_bound=5
+    )
+    assert (
+        call_cost(odd, "openai", body_bytes=5, default_completion=1, needs_usd=True).usd_micros
+        is None
+    )
+    assert (
+        call_cost(None, "mcp", body_bytes=5000, default_completion=1024, needs_usd=True).tokens == 0
+    )

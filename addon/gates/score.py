@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addon.call import Call
-from addon.capture import Score
 from addon.mcp import InlineScorer, parse_tools_call, score_row
 from addon.refusals import Refusal
 from addon.route import MCP_CALL
+from addon.wire import Score
 
 
 class ScoreMcp:
@@ -43,7 +43,7 @@ class ScoreMcp:
         route = call.route
         name = self.servers.get(f"{route.host}:{route.port}") or self.servers.get(route.host)
         event, result = self.scorer.score_mcp(
-            event_id=call.key,
+            event_id=call.request_id,
             agent_id=call.identity.agent_id,
             session_id=call.session_id,
             server=name or route.host,

@@ -1,5 +1,5 @@
-"""``python -m api.actions``: the scoring routes alone (see standalone.py)."""
+"""``python -m api.actions``: the scoring routes alone (see scoring_app.py)."""
 
-from api.actions.standalone import main
+from api.actions.scoring_app import main
 
 main()

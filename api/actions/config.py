@@ -85,7 +85,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=_num(env, "GOVRIX_SCORING_POLL", 1.0),
             worker_pause=_num(env, "GOVRIX_SCORING_PAUSE", 0.0),
             key_cache_seconds=_num(env, "GOVRIX_APIKEY_CACHE_SECONDS", 5.0),
-            sync_commit=env.get("GOVRIX_SCORING_SYNC_COMMIT", "1").lower() not in ("0", "false", "no", "off"),
+            sync_commit=env.get("GOVRIX_SCORING_SYNC_COMMIT", "1").lower()
+            not in ("0", "false", "no", "off"),
         )
 
 

@@ -1,7 +1,7 @@
 """The scoring engine: facts → intrinsic risk → forward-chaining rules → score, level, confidence.
 
 Score = clamp(1..100, intrinsic + Σ add_score of fired rules), then held at least at the floor of
-the most severe violation (levels.py). Intrinsic risk is
+the most severe violation (bands.py). Intrinsic risk is
 `min(100, verb_base x data_weight x target_scope x mcp_trust)` (tables in facts.py).
 
 Confidence starts at 1.0 and drops for each thing the engine had to guess: an unknown verb,
@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from api.scoring import llm_fallback
-from api.scoring.facts import SCOPE_FACTOR, VERB_BASE, Facts, extract_facts, mcp_trust
-from api.scoring.fields import FIELDS_FILE, FieldClassifier, default_classifier
-from api.scoring.levels import (
+from api.scoring.bands import (
     SEVERITY_FLOOR,
     clamp_score,
     distance_to_boundary,
     risk_level_for,
 )
+from api.scoring.facts import SCOPE_FACTOR, VERB_BASE, Facts, extract_facts, mcp_trust
+from api.scoring.fields import FIELDS_FILE, FieldClassifier, default_classifier
 from api.scoring.models import (
     ActionEvent,
     HistoryFacts,

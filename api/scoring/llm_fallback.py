@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from api.scoring.levels import LEVEL_ORDER, SEVERITY_FLOOR, clamp_score, risk_level_for
+from api.scoring.bands import LEVEL_ORDER, SEVERITY_FLOOR, clamp_score, risk_level_for
 from api.scoring.models import RiskLevel, ScoreComponent, ScoreResult
 
 DEFAULT_THRESHOLD = 0.8

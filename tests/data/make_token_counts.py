@@ -58,7 +58,12 @@ MINIFIED_JS = "function f(a,b){return a.map(x=>x*b).filter(Boolean).reduce((s,v)
 EMOJI_BASE = [chr(c) for c in range(0x1F300, 0x1F5FF)] + [chr(c) for c in range(0x1F900, 0x1F9FF)]
 SKIN = [chr(c) for c in range(0x1F3FB, 0x1F400)]
 ZWJ_FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"
-FLAGS = ["\U0001f1fa\U0001f1f8", "\U0001f1ef\U0001f1f5", "\U0001f1e9\U0001f1ea", "\U0001f1e8\U0001f1f3"]
+FLAGS = [
+    "\U0001f1fa\U0001f1f8",
+    "\U0001f1ef\U0001f1f5",
+    "\U0001f1e9\U0001f1ea",
+    "\U0001f1e8\U0001f1f3",
+]
 
 
 def emoji_text(rng: random.Random, n: int) -> str:
@@ -109,7 +114,9 @@ def samples() -> list[tuple[str, str]]:
         out.append((f"json_{n}", (JSON_DOC * 4)[:n]))
         out.append((f"minified_js_{n}", (MINIFIED_JS * 4)[:n]))
         out.append((f"combining_{n}", ("e\u0301\u0302\u0303" * n)[:n]))
-        out.append((f"arabic_devanagari_thai_{n}", ("مرحبا بالعالم नमस्ते दुनिया สวัสดีชาวโลก " * n)[:n]))
+        out.append(
+            (f"arabic_devanagari_thai_{n}", ("مرحبا بالعالم नमस्ते दुनिया สวัสดีชาวโลก " * n)[:n])
+        )
     # The e2e budget test's prompts: English, Chinese, emoji (tests/test_e2e_budgets.py).
     out.append(("e2e_english", (ENGLISH * 2)[:600]))
     out.append(("e2e_cjk", (CHINESE * 4)[:300]))

@@ -13,7 +13,7 @@ End), the ``Begin`` marked ``resent`` (and ``recorded`` when its request event i
 new recorder process (or, if they keep dying, one in-process). ``lost`` counts the events that
 cannot be recovered; normally 0. Retention is per call, so a long stream pins only itself.
 
-What is not kept: ``Sight`` and ``Score`` messages once they are in the pipe (an agent's
+What is not kept: ``AgentSeen`` and ``Score`` messages once they are in the pipe (an agent's
 registration and ``last_seen_at``, sent again with its first call a minute or more later; an
 inline MCP score row, whose call's own events are kept); those still in the outbox are handed
 over. Past ``MAX_RETAINED_BYTES`` kept,
@@ -42,7 +42,7 @@ from typing import Any, Self
 
 import msgspec
 
-from addon.capture import (
+from addon.wire import (
     Begin,
     Chunk,
     Deframer,
@@ -236,7 +236,7 @@ class ProcessSink:
 
     def _hold(self, msg: Begin | Stream | Chunk | End, data: bytes) -> None:
         """Keep a copy of ``data`` with its call until the recorder makes the call durable."""
-        held = self._held.get(msg.key)
+        held = self._held.get(msg.request_id)
         if held is None:
             if isinstance(msg, Begin):
                 held = _Held(request=msg.recorded, response=msg.status_code is not None)
@@ -244,7 +244,7 @@ class ProcessSink:
                     return  # a refused call whose event is durable: nothing to keep
             else:  # its Begin went to a recorder before this one, and was not kept
                 held = _Held(request=True, response=False)
-            self._held[msg.key] = held
+            self._held[msg.request_id] = held
         frames = held.frames
         if frames is None:
             return
@@ -258,7 +258,7 @@ class ProcessSink:
                     "recorder slow to make captures durable (%d bytes kept): call %s goes on "
                     "without a copy, lost if the recorder dies now (%d such calls so far)",
                     self._held_bytes,
-                    msg.key,
+                    msg.request_id,
                     self.unguarded,
                 )
             return
@@ -441,7 +441,7 @@ class ProcessSink:
 
     def _unacknowledged(self) -> tuple[list[ToRecorder], int]:
         """What a successor needs, in order, and how many events nothing can bring back."""
-        # Sight and Score still waiting for the pipe (once written, they are not kept)
+        # AgentSeen and Score still waiting for the pipe (once written, they are not kept)
         waiting: list[ToRecorder] = [
             m
             for m in Deframer(ToRecorder).feed(b"".join(self._frames))

@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 
-log = logging.getLogger("govrix.api.counts")
+log = logging.getLogger("govrix.api.count_cache")
 
 
 class TotalCache:

@@ -7,17 +7,17 @@ not share the event loop's GIL. The two talk through pipes in frames of msgpack-
 a 4-byte big-endian length before each.
 
 Proxy -> recorder: ``Begin`` (a call was forwarded or refused), ``Stream`` / ``Chunk`` (a streamed
-response and copies of its bytes), ``End`` (the response or the error), ``Sight`` (an agent was
+response and copies of its bytes), ``End`` (the response or the error), ``AgentSeen`` (an agent was
 seen), ``Score`` (an inline MCP score). Per call, messages arrive in that order: the pipe is FIFO.
 
-Recorder -> proxy: ``Settle`` (the real usage of a call, for its budget reservation), ``Seen``
+Recorder -> proxy: ``Settle`` (the real usage of a call, for its budget reservation), ``ToolHistory``
 (tool actions for the inline scorer's history), ``Durable`` (which calls' events are committed or
 spooled) and ``Stats`` (progress and metric samples).
 
 Durability: the proxy keeps a copy of every message of a call until ``Durable`` names the call's
-last event (``addon/channel.py``); when a recorder dies, its successor is sent those copies again,
+last event (``addon/sinks.py``); when a recorder dies, its successor is sent those copies again,
 the ``Begin`` marked ``resent`` (and ``recorded`` when its request event is durable already). The
-response event's id comes from ``End.response_key`` when the proxy sets it, so a resent call
+response event's id comes from ``End.response_id`` when the proxy sets it, so a resent call
 produces the same rows and the writer's ``ON CONFLICT DO NOTHING`` keeps one of each.
 """
 
@@ -34,7 +34,7 @@ from addon.pii import Finding
 class Begin(msgspec.Struct, tag="b", array_like=True, gc=False, kw_only=True):
     """A call the proxy recorded at ingress. ``status_code`` set: the proxy answered it itself."""
 
-    key: str  # the request event id; every later message of the call names it
+    request_id: str  # the request event id; every later message of the call names it
     provider: str
     endpoint: str
     path: str
@@ -67,20 +67,20 @@ class Begin(msgspec.Struct, tag="b", array_like=True, gc=False, kw_only=True):
 class Stream(msgspec.Struct, tag="s", array_like=True, gc=False):
     """The response is streamed: copies of its bytes follow in ``Chunk`` and ``End.body``."""
 
-    key: str
+    request_id: str
     content_type: str
     encoding: str | None
 
 
 class Chunk(msgspec.Struct, tag="c", array_like=True, gc=False):
-    key: str
+    request_id: str
     data: bytes
 
 
 class End(msgspec.Struct, tag="e", array_like=True, gc=False, kw_only=True):
     """The call is over: its response (raw, still content-encoded) or the error."""
 
-    key: str
+    request_id: str
     status_code: int | None
     content_type: str = ""
     encoding: str | None = None
@@ -92,10 +92,10 @@ class End(msgspec.Struct, tag="e", array_like=True, gc=False, kw_only=True):
     error: str | None = None
     #: The response event's id, chosen by the proxy so that a resend produces the same row;
     #: None: the recorder makes one (a resend then may store a second response event).
-    response_key: str | None = None
+    response_id: str | None = None
 
 
-class Sight(msgspec.Struct, tag="a", array_like=True, gc=False):
+class AgentSeen(msgspec.Struct, tag="a", array_like=True, gc=False):
     agent_id: str
     name: str
     source_ip: str | None
@@ -117,12 +117,12 @@ UNKNOWN_USAGE = -1
 
 
 class Settle(msgspec.Struct, tag="S", array_like=True, gc=False):
-    key: str
+    request_id: str
     tokens: int  # UNKNOWN_USAGE: the reservation stands as the spend
     usd: float | None
 
 
-class Seen(msgspec.Struct, tag="W", array_like=True, gc=False):
+class ToolHistory(msgspec.Struct, tag="W", array_like=True, gc=False):
     agent_id: str
     actions: list[str]
 
@@ -143,8 +143,8 @@ class Stats(msgspec.Struct, tag="T", array_like=True, gc=False):
     metrics: bytes
 
 
-ToRecorder = Begin | Stream | Chunk | End | Sight | Score
-ToProxy = Settle | Seen | Durable | Stats
+ToRecorder = Begin | Stream | Chunk | End | AgentSeen | Score
+ToProxy = Settle | ToolHistory | Durable | Stats
 
 _encoder = msgspec.msgpack.Encoder()
 

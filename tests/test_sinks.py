@@ -1,4 +1,4 @@
-"""The proxy's end of the recorder pipe (addon/channel.py): batching, retention of every call
+"""The proxy's end of the recorder pipe (addon/sinks.py): batching, retention of every call
 until the recorder says it is durable, what a successor is handed; the recorder's side of it; and
 the hot path's host helper (addon/route.py)."""
 
@@ -20,31 +20,31 @@ import psycopg
 import pytest
 from msgspec.structs import replace
 
-from addon import channel, lineage
 from addon import config as config_mod
+from addon import lineage, sinks
 from addon.acks import Acks
-from addon.capture import (
+from addon.event import Event
+from addon.recorder import Recorder
+from addon.route import host_name
+from addon.spool import Spool
+from addon.wire import (
+    AgentSeen,
     Begin,
     Chunk,
     Deframer,
     Durable,
     End,
-    Sight,
     Stream,
     ToProxy,
     ToRecorder,
     frame,
 )
-from addon.event import Event
-from addon.recorder import Recorder
-from addon.route import host_name
-from addon.spool import Spool
 
 # A stand-in recorder: keeps every byte it is sent, answers nothing, exits at end of input.
 KEEP = "import sys, shutil; shutil.copyfileobj(sys.stdin.buffer, open(sys.argv[1], 'wb'))"
 
 
-class Keeper(channel.ProcessSink):
+class Keeper(sinks.ProcessSink):
     def __init__(self, path: str) -> None:
         super().__init__(env=os.environ, on_reply=lambda m: None, on_death=self.died)
         self.path = path
@@ -67,7 +67,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seen.append(len(bufs))
         return real(fd, bufs)
 
-    monkeypatch.setattr(channel.os, "writev", counting)
+    monkeypatch.setattr(sinks.os, "writev", counting)
     return seen
 
 
@@ -75,7 +75,7 @@ def test_captures_of_consecutive_loop_iterations_share_one_write(
     tmp_path: Any, writes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "got"
-    monkeypatch.setattr(channel, "FLUSH_DELAY", 0.5)  # far longer than 20 loop iterations take
+    monkeypatch.setattr(sinks, "FLUSH_DELAY", 0.5)  # far longer than 20 loop iterations take
 
     async def run() -> None:
         sink = Keeper(str(out)).start(asyncio.get_running_loop())
@@ -92,7 +92,7 @@ def test_captures_of_consecutive_loop_iterations_share_one_write(
 
     asyncio.run(run())
     got = Deframer(ToRecorder).feed(out.read_bytes())
-    assert [m.key for m in got] == [f"evt_{i}" for i in range(20)]
+    assert [m.request_id for m in got] == [f"evt_{i}" for i in range(20)]
 
 
 def test_a_large_backlog_goes_at_the_next_iteration(tmp_path: Any, writes: list[int]) -> None:
@@ -101,7 +101,7 @@ def test_a_large_backlog_goes_at_the_next_iteration(tmp_path: Any, writes: list[
     async def run() -> None:
         sink = Keeper(str(out)).start(asyncio.get_running_loop())
         sink.send(Chunk("evt_small", b"x"))
-        sink.send(Chunk("evt_big", b"x" * channel.FLUSH_BYTES))
+        sink.send(Chunk("evt_big", b"x" * sinks.FLUSH_BYTES))
         await asyncio.sleep(0)
         assert writes and writes[0] == 2  # no timer wait once FLUSH_BYTES are waiting
         sink.close()
@@ -143,7 +143,7 @@ def test_close_counts_what_the_child_never_acknowledged(tmp_path: Any) -> None:
 # acknowledges, keys whose response it never acknowledges, or everything only at end of input.
 ACKER = r"""
 import json, os, sys
-from addon.capture import Begin, Deframer, Durable, End, ToRecorder, frame
+from addon.wire import Begin, Deframer, Durable, End, ToRecorder, frame
 rules = json.loads(sys.argv[1])
 never, request_only = set(rules.get("never", [])), set(rules.get("request_only", []))
 deframer = Deframer(ToRecorder)
@@ -154,7 +154,7 @@ def answer():
         requests.clear(); responses.clear()
 while data := os.read(0, 1 << 16):
     for m in deframer.feed(data):
-        key = getattr(m, "key", None)
+        key = getattr(m, "request_id", None)
         if key is None or key in never:
             continue
         if isinstance(m, Begin) and not m.recorded:
@@ -167,7 +167,7 @@ answer()
 """
 
 
-class Acker(channel.ProcessSink):
+class Acker(sinks.ProcessSink):
     def __init__(self, **rules: Any) -> None:
         super().__init__(env=os.environ, on_reply=lambda m: None, on_death=self.died)
         self.rules = rules
@@ -182,7 +182,7 @@ class Acker(channel.ProcessSink):
 
 def begin(key: str, *, status_code: int | None = None, body: bytes = b"{}") -> Begin:
     return Begin(
-        key=key, provider="openai", endpoint="chat", path="/v1/chat/completions",
+        request_id=key, provider="openai", endpoint="chat", path="/v1/chat/completions",
         agent_id="agt_t", agent_name="t", identity_kind="header", source_ip=None,
         session_id="ses_t", started=1.0, body=body, request_bytes=len(body),
         status_code=status_code,
@@ -190,11 +190,16 @@ def begin(key: str, *, status_code: int | None = None, body: bytes = b"{}") -> B
 
 
 def end(key: str) -> End:
-    return End(key=key, status_code=200, end=2.0, response_key=f"{key}_r")
+    return End(request_id=key, status_code=200, end=2.0, response_id=f"{key}_r")
 
 
 def streamed(key: str, *chunks: bytes) -> list[ToRecorder]:
-    return [begin(key), Stream(key, "text/event-stream", None), *(Chunk(key, c) for c in chunks), end(key)]
+    return [
+        begin(key),
+        Stream(key, "text/event-stream", None),
+        *(Chunk(key, c) for c in chunks),
+        end(key),
+    ]
 
 
 async def until(cond: Callable[[], object], timeout: float = 10.0) -> None:
@@ -209,7 +214,7 @@ def frames_of(msgs: list[ToRecorder]) -> int:
     return sum(len(frame(m)) for m in msgs)
 
 
-def kill(sink: channel.ProcessSink) -> None:
+def kill(sink: sinks.ProcessSink) -> None:
     assert sink.proc is not None
     os.kill(sink.proc.pid, signal.SIGKILL)
 
@@ -235,7 +240,7 @@ def test_a_call_is_kept_until_its_last_event_is_durable_then_let_go() -> None:
 def test_a_dead_recorder_hands_over_every_call_not_durable_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sight = Sight("agt_t", "t", None, "header", datetime(2026, 1, 2, tzinfo=UTC))
+    sight = AgentSeen("agt_t", "t", None, "header", datetime(2026, 1, 2, tzinfo=UTC))
 
     async def run() -> Acker:
         sink = Acker(request_only=["evt_b", "evt_c"], never=["evt_e"])
@@ -250,7 +255,7 @@ def test_a_dead_recorder_hands_over_every_call_not_durable_in_order(
         ]:  # fmt: skip
             sink.send(m)
         await until(lambda: "evt_z" not in sink._held)
-        monkeypatch.setattr(channel, "FLUSH_DELAY", 60.0)  # what follows stays in the outbox
+        monkeypatch.setattr(sinks, "FLUSH_DELAY", 60.0)  # what follows stays in the outbox
         sink.send(sight)
         sink.send(Chunk("evt_c", b"5"))  # a stream still going
         kill(sink)
@@ -282,7 +287,9 @@ def test_past_the_bound_a_call_goes_without_a_copy_and_is_counted_exactly_if_los
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     one: list[ToRecorder] = [begin("evt_1", body=b"a" * 500), end("evt_1")]
-    monkeypatch.setattr(channel, "MAX_RETAINED_BYTES", frames_of(one) + len(frame(begin("evt_2"))) + 10)
+    monkeypatch.setattr(
+        sinks, "MAX_RETAINED_BYTES", frames_of(one) + len(frame(begin("evt_2"))) + 10
+    )
 
     async def run() -> Acker:
         sink = Acker(never=["evt_1", "evt_2", "evt_3", "evt_4"]).start(asyncio.get_running_loop())
@@ -307,7 +314,7 @@ def test_past_the_bound_a_call_goes_without_a_copy_and_is_counted_exactly_if_los
     ((lost, waiting),) = sink.deaths
     # evt_2's two events; evt_4's two (its End, when it comes, has no Begin to go with)
     assert lost == 4 and sink.lost_keys == ["evt_2", "evt_4"]
-    assert [(type(m).__name__, m.key) for m in waiting if isinstance(m, Begin | End)] == [
+    assert [(type(m).__name__, m.request_id) for m in waiting if isinstance(m, Begin | End)] == [
         ("Begin", "evt_1"), ("End", "evt_1"), ("Begin", "evt_3"),
     ]  # fmt: skip
 
@@ -336,8 +343,8 @@ def test_the_recorder_acknowledges_what_it_committed_or_spooled(
     env = os.environ | {"GOVRIX_HOME": str(tmp_path), "GOVRIX_DATABASE_URL": url}
     replies: list[ToProxy] = []
 
-    async def run() -> channel.ProcessSink:
-        sink = channel.ProcessSink(env=env, on_reply=replies.append, on_death=lambda n, w: None)
+    async def run() -> sinks.ProcessSink:
+        sink = sinks.ProcessSink(env=env, on_reply=replies.append, on_death=lambda n, w: None)
         sink.start(asyncio.get_running_loop())
         for m in [*streamed("evt_s1", b"data: {}\n\n"), begin("evt_s2", status_code=403)]:
             sink.send(m)
@@ -397,9 +404,7 @@ def test_resent_captures_fork_off_the_chain_and_a_recorded_request_is_not_writte
     # every event is mapped back to its call; an End for an unknown call is let go at once
     acks.durable([ev.id for ev in writer.events])
     rec.handle(end("evt_unknown"))
-    assert acks.take() == Durable(
-        ["evt_1", "evt_2", "evt_4"], ["evt_1", "evt_3", "evt_unknown"]
-    )
+    assert acks.take() == Durable(["evt_1", "evt_2", "evt_4"], ["evt_1", "evt_3", "evt_unknown"])
     assert acks.take() is None and acks.awaited == 0
 
 
