@@ -23,15 +23,19 @@ status:
     {{py}} -m scripts.stack status
 
 # Apply pending SQL migrations to GOVRIX_DATABASE_URL (or the embedded cluster).
-migrate:
-    {{py}} -m scripts.migrate
+migrate *args:
+    {{py}} -m scripts.migrate "$@"
+
+# The embedded PostgreSQL alone: `pg start`, `pg stop`, `pg status`, `pg url`.
+pg what="status":
+    {{py}} -m scripts.pgembed {{what}}
 
 # Re-ingest flows captured with `mitmdump -w FILE`: events recorded with their own timestamps.
 replay +files:
     {{py}} -m scripts.replay "$@"
 
-# Create, list or revoke X-API-Key keys of the scoring API: `apikey create --customer acme --tier pro`.
-apikey *args:
+# Scoring API keys: `apikey create --customer acme --tier pro`, `apikey list`, `apikey revoke ID`.
+apikey +args:
     {{py}} -m scripts.apikey "$@"
 
 # Lint, type-check, then the whole test suite against a real PostgreSQL.

@@ -23,6 +23,36 @@ class ConfigError(ValueError):
     """A setting is malformed; the message names it."""
 
 
+# National phone formats recognized by default (addon/pii/phones.py); '+'/'00' numbers always are.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
+    *("US", "CA", "GB", "IE", "DE", "FR", "ES", "IT"),
+    *("NL", "IN", "BR", "MX", "AU"),
+)
+
+
+def parse_phone_regions(name: str, value: str) -> tuple[str, ...]:
+    """Comma-separated ISO 3166 region codes (``US,GB,DE``), checked against phonenumbers."""
+    import phonenumbers  # only when the setting is given: its metadata loads lazily anyway
+
+    codes = tuple(dict.fromkeys(c.strip().upper() for c in value.split(",") if c.strip()))
+    unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown:
+        raise ConfigError(f"{name}: unknown phone regions {', '.join(unknown)}")
+    return codes
+
+
+def phone_regions_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``GOVRIX_PII_PHONE_REGIONS``, else the default.
+
+    The scanner (addon/pii/phones.py) reads it when imported, in the proxy and in the recorder
+    process alike, so the setting is an environment variable only.
+    """
+    value = (os.environ if env is None else env).get("GOVRIX_PII_PHONE_REGIONS")
+    if not value:
+        return DEFAULT_PHONE_REGIONS
+    return parse_phone_regions("GOVRIX_PII_PHONE_REGIONS", value)
+
+
 class Upstream(msgspec.Struct, frozen=True):
     """Where one provider's traffic really goes (``GOVRIX_UPSTREAM_<PROVIDER>``)."""
 
@@ -36,6 +66,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The optional TOML file; every key has the same meaning as its ``GOVRIX_*`` variable."""
 
     database_url: str | None = None
+    database_url_file: str | None = None
     home: str | None = None
     upstreams: dict[str, str] = {}
     openai_compatible_hosts: dict[str, str] = {}
@@ -74,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int
     retention_days: int | None
     pii_scan: bool
+    #: Regions whose national phone formats the PII scanner recognizes (GOVRIX_PII_PHONE_REGIONS).
+    pii_phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
     identity_secret: bytes
     default_completion_tokens: int = 1024
     budgets: tuple[BudgetSpec, ...] = ()
@@ -144,6 +177,24 @@ def _identity_secret(home: Path, configured: str | None) -> bytes:
         raise ConfigError(f"cannot read {path}: {e}") from e
 
 
+#: Where the embedded cluster of ``scripts/govrix`` writes its URL, under ``GOVRIX_HOME``.
+EMBEDDED_URL_FILE = Path("pg") / "url"
+
+
+def _url_from_file(configured: str | None, home: Path) -> str | None:
+    """The database URL kept in a file: ``GOVRIX_DATABASE_URL_FILE``, else the embedded
+    cluster's when there is one (a missing default file means no database: spool only)."""
+    path = Path(configured) if configured else home / EMBEDDED_URL_FILE
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        if configured:
+            raise ConfigError(f"GOVRIX_DATABASE_URL_FILE: {path} does not exist") from None
+        return None
+    except OSError as e:
+        raise ConfigError(f"GOVRIX_DATABASE_URL_FILE: cannot read {path}: {e}") from e
+
+
 def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -> Settings:
     """Build the settings from a TOML file (optional) overlaid with the environment."""
     env = os.environ if env is None else env
@@ -204,7 +255,11 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
     retention_raw = env.get("GOVRIX_RETENTION_DAYS")
     retention = int(num("GOVRIX_RETENTION_DAYS", 0)) if retention_raw else fc.retention_days
     policy = env.get("GOVRIX_POLICY_FILE") or fc.policy_file
-    database_url = env.get("GOVRIX_DATABASE_URL") or fc.database_url
+    database_url = (
+        env.get("GOVRIX_DATABASE_URL")
+        or fc.database_url
+        or _url_from_file(env.get("GOVRIX_DATABASE_URL_FILE") or fc.database_url_file, home)
+    )
     try:
         budgets = tuple(parse_configured(fc.budgets))
     except ValueError as e:
@@ -226,6 +281,7 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         pii_scan=_bool("GOVRIX_PII_SCAN", env["GOVRIX_PII_SCAN"])
         if "GOVRIX_PII_SCAN" in env
         else fc.pii_scan,
+        pii_phone_regions=phone_regions_from_env(env),
         identity_secret=_identity_secret(
             home, env.get("GOVRIX_IDENTITY_SECRET") or fc.identity_secret
         ),

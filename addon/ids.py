@@ -35,6 +35,15 @@ def _b32(value: int, length: int = 26) -> str:
     return "".join([pairs[(value >> s) & 1023] for s in _SHIFTS_26])
 
 
+def _time_chars(ms: int) -> str:
+    """The ten time characters of a ULID: 50 bits of milliseconds, big-endian."""
+    pairs = _PAIRS
+    return (
+        pairs[(ms >> 40) & 1023] + pairs[(ms >> 30) & 1023] + pairs[(ms >> 20) & 1023]
+        + pairs[(ms >> 10) & 1023] + pairs[ms & 1023]
+    )  # fmt: skip
+
+
 def ulid(now_ms: int | None = None) -> str:
     """A 26-character monotonic ULID: 48-bit milliseconds + 80 random bits.
 
@@ -51,11 +60,7 @@ def ulid(now_ms: int | None = None) -> str:
             rand = _rng.getrandbits(80)
         _last_ms, _last_rand = ms, rand
         if ms != _prefix_ms:
-            _prefix_ms = ms
-            _prefix = (
-                pairs[(ms >> 40) & 1023] + pairs[(ms >> 30) & 1023] + pairs[(ms >> 20) & 1023]
-                + pairs[(ms >> 10) & 1023] + pairs[ms & 1023]
-            )  # fmt: skip
+            _prefix_ms, _prefix = ms, _time_chars(ms)
         prefix = _prefix
     hi, lo = rand >> 40, rand & _MASK40
     return "".join((
@@ -66,12 +71,18 @@ def ulid(now_ms: int | None = None) -> str:
 
 
 def ulid_time_ms(value: str) -> int:
-    """The millisecond timestamp inside a ULID (with or without prefix)."""
+    """The millisecond timestamp inside a ULID (with or without prefix); ValueError when its
+    time characters are not lowercase Crockford base32."""
     body = value.rsplit("_", 1)[-1]
     n = 0
     for ch in body[:10]:
         n = (n << 5) | _ALPHABET.index(ch)
     return n
+
+
+def ulid_floor(ms: int) -> str:
+    """The smallest ULID of millisecond ``ms``: every ULID made at or after ``ms`` sorts above."""
+    return _time_chars(max(0, ms)) + "0" * 16
 
 
 def event_id() -> str:

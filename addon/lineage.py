@@ -85,10 +85,6 @@ def _link_event(ev: Event) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def event_values(ev: Event) -> dict[str, Any]:
-    return {name: getattr(ev, name) for name in COLUMNS}
-
-
 class Chain:
     """Per-session chain heads kept by one proxy; ``seal`` sets seq, prev_hash, lineage_hash.
 
@@ -125,13 +121,6 @@ class Chain:
         ev.prev_hash = genesis(ev.session_id)
         ev.lineage_hash = _link_event(ev)
         return ev
-
-    def resume(self, session_id: str, seq: int, head_hash: str) -> None:
-        """Continue a chain whose head was read from the database (after a restart)."""
-        self._heads[session_id] = (seq, head_hash)
-
-    def forget(self, session_id: str) -> None:
-        self._heads.pop(session_id, None)
 
 
 class Verdict(msgspec.Struct, kw_only=True):

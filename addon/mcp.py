@@ -25,6 +25,9 @@ from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_
 _SAFE = re.compile(r"[^\w.\-]+")
 _decode_rpc = msgspec.json.Decoder()
 _RECENT = 20
+# What decoding a client's JSON can raise besides DecodeError: invalid UTF-8 inside a string,
+# nesting deeper than the decoder's recursion limit. Parsing never raises (DESIGN.md §4).
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class McpCall(msgspec.Struct, frozen=True):
@@ -47,7 +50,7 @@ def parse_tools_call(body: bytes) -> McpCall | None:
         return None
     try:
         doc = _decode_rpc.decode(body)
-    except msgspec.DecodeError:
+    except _UNDECODABLE:
         return None
     for msg in doc if isinstance(doc, list) else [doc]:
         if isinstance(msg, dict) and msg.get("method") == "tools/call":
@@ -97,10 +100,10 @@ class McpProvider(Unpriced):
     def parse_response(self, endpoint: str, body: bytes, content_type: str) -> ResponseInfo:
         try:
             doc = _decode_rpc.decode(body) if body else {}
-        except msgspec.DecodeError as e:
+        except _UNDECODABLE as e:
             if "text/event-stream" in content_type:
                 return ResponseInfo(usage=Usage(source="missing"))
-            return ResponseInfo(parse_error=f"DecodeError: {e}"[:300])
+            return ResponseInfo(parse_error=f"{type(e).__name__}: {e}"[:300])
         err = doc.get("error") if isinstance(doc, dict) else None
         code = err.get("code") if isinstance(err, dict) else None
         return ResponseInfo(usage=Usage(source="missing"), error=f"jsonrpc:{code}" if err else None)
@@ -137,6 +140,34 @@ class InlineScorer:
             q = self._recent[agent_id] = collections.deque(maxlen=_RECENT)
         q.append(action)
 
+    def _score(
+        self,
+        *,
+        event_id: str,
+        agent_id: str,
+        session_id: str,
+        action: str,
+        timestamp: datetime,
+        arguments: dict[str, Any],
+        server: str | None = None,
+        mcp_context: dict[str, Any] | None = None,
+    ) -> tuple[ActionEvent, ScoreResult]:
+        doc: dict[str, Any] = {
+            "event_id": event_id,
+            "action": action,
+            "timestamp": timestamp.isoformat(),
+            "agent": {"agent_id": agent_id},
+            "session": {"session_id": session_id},
+            "data_fields_accessed": [str(k)[:512] for k in list(arguments)[:1000]],
+            "parameters": arguments,
+        }
+        if mcp_context is not None:
+            doc["mcp_context"] = mcp_context
+        event = convert_action_event(doc)
+        result = self.engine.score(event, self._history(agent_id, server))
+        self.remember(agent_id, action)
+        return event, result
+
     def score_mcp(
         self,
         *,
@@ -148,27 +179,22 @@ class InlineScorer:
         call: McpCall,
         timestamp: datetime,
     ) -> tuple[ActionEvent, ScoreResult]:
-        action = f"mcp:{safe_part(server)}:{safe_part(call.tool)}"
-        event = convert_action_event(
-            {
-                "event_id": event_id,
-                "action": action,
-                "timestamp": timestamp.isoformat(),
-                "agent": {"agent_id": agent_id},
-                "session": {"session_id": session_id},
-                "mcp_context": {
-                    "server_name": server[:512],
-                    "transport": "http",
-                    "is_verified": verified,
-                    "tool_name": call.tool[:512],
-                },
-                "data_fields_accessed": [str(k)[:512] for k in list(call.arguments)[:1000]],
-                "parameters": call.arguments,
-            }
+        """Score an MCP ``tools/call`` as ``mcp:<server>:<tool>``."""
+        return self._score(
+            event_id=event_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            action=f"mcp:{safe_part(server)}:{safe_part(call.tool)}",
+            timestamp=timestamp,
+            arguments=call.arguments,
+            server=server,
+            mcp_context={
+                "server_name": server[:512],
+                "transport": "http",
+                "is_verified": verified,
+                "tool_name": call.tool[:512],
+            },
         )
-        result = self.engine.score(event, self._history(agent_id, server))
-        self.remember(agent_id, action)
-        return event, result
 
     def score_tool_call(
         self,
@@ -180,27 +206,22 @@ class InlineScorer:
         arguments: str,
         timestamp: datetime,
     ) -> tuple[ActionEvent, ScoreResult]:
-        action = f"tool:{safe_part(name)}:call"
+        """Score a tool call of an LLM response as ``tool:<name>:call``; its arguments are the
+        model's JSON text, kept as ``_raw`` when it is not JSON."""
         try:
             args = msgspec.json.decode(arguments) if arguments else {}
-        except msgspec.DecodeError:
+        except _UNDECODABLE:
             args = {"_raw": arguments[:4096]}
         if not isinstance(args, dict):
             args = {"_value": args}
-        event = convert_action_event(
-            {
-                "event_id": event_id,
-                "action": action,
-                "timestamp": timestamp.isoformat(),
-                "agent": {"agent_id": agent_id},
-                "session": {"session_id": session_id},
-                "data_fields_accessed": [str(k)[:512] for k in list(args)[:1000]],
-                "parameters": args,
-            }
+        return self._score(
+            event_id=event_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            action=f"tool:{safe_part(name)}:call",
+            timestamp=timestamp,
+            arguments=args,
         )
-        result = self.engine.score(event, self._history(agent_id, None))
-        self.remember(agent_id, action)
-        return event, result
 
 
 def summary(result: ScoreResult) -> dict[str, Any]:

@@ -1,9 +1,15 @@
 """The Govrix mitmproxy addon: the conductor of the hot path (DESIGN.md §4).
 
-Per request it runs the gates of ``addon/gates/`` in order (identify, kill switch, route, parse,
-score, budget, policy, pii), answers the first refusal (``addon/refusals.py``) or forwards, and
-hands raw captures (``addon/wire.py``) to the recorder through ``addon/supervisor.py``; on the
-response side it tees streams (``addon/tee.py``) and hands the response over. Rules it keeps:
+Per request it runs the gates of ``addon/gates/`` in order: identify and route (``addon/intake.py``,
+which opens the :class:`~addon.call.Call` and sights the agent, ``addon/sightings.py``), kill
+switch, parse, then score, budget, policy and pii (``addon/pipeline.py``, which also parks a call
+that waits for budget room); it answers the first refusal (``addon/refusals.py``) or forwards, and
+hands raw captures (``addon/wire.py``) to the recorder through ``addon/supervisor.py``. On the
+response side it tees streams (``addon/tee.py``) and hands the response over (``Call.end``).
+This module keeps what must be methods of the one class mitmproxy loads (``addon/main.py``): the
+hooks by their mitmproxy names, each with its guard, timing and error net; the lifecycle; the
+table of calls in flight and their reservations awaiting the recorder's ``Settle``. That is why it
+is longer than the house's 400 lines. Rules it keeps:
 
 - No database or network I/O in a hook: state is in memory, captures leave through a pipe.
 - No input skips a gate or an event: parsing never raises; a gate that needs a body it cannot read
@@ -22,13 +28,12 @@ import logging
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from mitmproxy import ctx, http
 
 from addon import config as config_mod
-from addon import ids, metrics, refusals
+from addon import metrics, refusals, tee
 from addon.agents import AgentTable
 from addon.budgets import Budgets, Reservation
 from addon.call import Call, storable
@@ -39,21 +44,17 @@ from addon.gates.parse import parse
 from addon.gates.pii import PiiGate
 from addon.gates.policy import PolicyGate
 from addon.gates.score import ScoreMcp
-from addon.identity import (
-    Identifier,
-    Identity,
-    Sessions,
-    parse_proxy_authorization,
-    scan_headers,
-    vendor_session,
-)
+from addon.identity import Identifier, Identity, Sessions, parse_proxy_authorization, scan_headers
+from addon.intake import Intake
 from addon.mcp import InlineScorer
+from addon.pipeline import Pipeline
 from addon.policy import PolicyError, PolicyStore, watch
 from addon.refusals import Refusal
-from addon.route import MCP_CALL, OTHER, Route, Router, host_port
+from addon.route import MCP_CALL, OTHER, Router
+from addon.sightings import Sightings
 from addon.supervisor import Supervisor
-from addon.tee import Tee, body_headers, decoded_content, is_streamed
-from addon.wire import UNKNOWN_USAGE, AgentSeen, Settle, Stream, ToolHistory, ToProxy
+from addon.tee import decoded_content
+from addon.wire import UNKNOWN_USAGE, Settle, ToolHistory, ToProxy
 from api.scoring import Engine
 
 log = logging.getLogger("govrix.proxy")
@@ -78,19 +79,18 @@ class Govrix:
         self.policies: PolicyStore = PolicyStore()
         self._policy_task: Any = None
         self.scorer: InlineScorer | None = None
-        self.identifier: Identifier | None = None
-        self.router: Router | None = None
-        self.sessions = Sessions()
+        #: Steps 1 and 3 (who, where) and the call they open; made in ``start``.
+        self.intake: Intake | None = None
         self.killswitch = KillSwitch(self.agents)
+        #: Steps 5-8, run by ``pipeline`` (the same list: a gate inserted here runs).
         self.gates: list[Gate] = []
+        self.pipeline: Pipeline | None = None
         self.budget_gate: BudgetGate | None = None
         self.policy_gate: PolicyGate | None = None
         self._conn_users: dict[str, tuple[str, str]] = {}
         self._calls: dict[str, Call] = {}
         #: Reservations by request event id, waiting for the recorder's ``Settle``.
         self._reservations: dict[str, Reservation] = {}
-        self._sighted: dict[str, float] = {}
-        self._held: set[asyncio.Task[None]] = set()  # calls waiting for budget room
         self._config_file: str | None = None
         self._started = False
 
@@ -111,7 +111,7 @@ class Govrix:
             self.settings = config_mod.load(config_file=path)
         except config_mod.ConfigError as e:
             raise exceptions.OptionsError(str(e)) from e  # type: ignore[no-untyped-call]
-        self.router = None  # compatible hosts may have changed
+        self.intake = None  # compatible hosts may have changed
         self._config_file = path
         try:
             self._load_policies()
@@ -164,9 +164,6 @@ class Govrix:
         self._started = True
         self._load_policies()
         self.scorer = InlineScorer(Engine.load())
-        self.identifier = Identifier(s.identity_secret)
-        self.router = Router(s.openai_compatible_hosts)
-        self.sessions = Sessions(s.session_idle_seconds)
         if self.recorder is None:
             self.recorder = Supervisor(
                 s,
@@ -188,6 +185,12 @@ class Govrix:
             self._export_metrics()
             with contextlib.suppress(OSError):
                 metrics.serve(s.metrics_port)
+        self.intake = Intake(
+            Identifier(s.identity_secret),
+            Router(s.openai_compatible_hosts),
+            Sessions(s.session_idle_seconds),
+            Sightings(self.agents, self.recorder),
+        )
         self.killswitch = KillSwitch(self.agents)
         self.budget_gate = BudgetGate(
             self.budgets,
@@ -198,6 +201,13 @@ class Govrix:
         self.policy_gate = PolicyGate(self.policies, pii_scan=s.pii_scan, unparseable=s.unparseable)
         score = ScoreMcp(self.scorer, s.mcp_servers, s.proxy_customer_id, self.recorder.send)
         self.gates = [score, self.budget_gate, self.policy_gate, PiiGate()]
+        self.pipeline = Pipeline(
+            self.gates,
+            gate_errors=s.gate_errors,
+            replay=self.replay,
+            conclude=self._conclude,
+            fail_closed=self._fail_closed,
+        )
         log.info("govrix addon running (recorder: %s, spool %s)", self.recorder.mode, s.spool_dir)
 
     def done(self) -> None:
@@ -272,12 +282,12 @@ class Govrix:
         if creds is None:
             return
         self._conn_users[flow.client_conn.id] = creds
-        if self.replay or self.identifier is None:
+        if self.replay or self.intake is None:
             return
         # Proxy credentials are the first identity source: a request inside this tunnel can only
         # be this agent, so a blocked agent is refused before its TLS handshake.
         try:
-            identity = self.identifier.identify(lambda _: None, creds[0], _peer(flow))
+            identity = self.intake.identify_tunnel(flow, creds[0])
             refusal = self.killswitch.check(identity)
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "http_connect").inc()
@@ -290,10 +300,8 @@ class Govrix:
             self._refuse_connect(flow, identity, refusal)
 
     def _refuse_connect(self, flow: http.HTTPFlow, identity: Identity, refusal: Refusal) -> None:
-        req = flow.request
-        host = storable(req.host.lower())
-        route = Route(OTHER, None, f"{host}:{req.port}", host, req.port, "")
-        call = self._new_call(flow, identity, route, vendor_session(lambda _: None))
+        assert self.intake is not None
+        call = self._calls[flow.id] = self.intake.open_tunnel(flow, identity)
         self._refuse(flow, call, refusal)
 
     def forget(self, flow: http.HTTPFlow) -> None:
@@ -344,7 +352,7 @@ class Govrix:
     def enforce(self, flow: http.HTTPFlow) -> Call | None:
         """Run the gates; the call once it is recorded (forwarded or refused)."""
         s = self.settings
-        assert s is not None and self.identifier is not None and self.router is not None
+        assert s is not None and self.intake is not None and self.pipeline is not None
         req = flow.request
         get, kept = scan_headers(req.headers.fields)
         creds = parse_proxy_authorization(get("proxy-authorization")) or self._conn_users.get(
@@ -360,18 +368,15 @@ class Govrix:
         if kept is not None:
             req.headers.fields = kept
 
-        # 1. identify (Gemini's API key may travel in the query: it needs the provider).
-        host, port, path, found = self._target(req, get)
-        identity = self._identify(flow, get, creds, found)
-        route = self._route(req, host, port, path, found)
-        call = self._new_call(flow, identity, route, vendor_session(get))
+        # 1 and 3. who is calling, and where to (``addon/intake.py``).
+        call = self._calls[flow.id] = self.intake.open(flow, get, creds)
 
         # 2. kill switch: the agent's status alone, whatever the host, method or bytes.
         refusal = None if self.replay else self._killswitch(call)
         if refusal is not None:
             self._refuse(flow, call, refusal)
             return call
-        if route.kind == OTHER:
+        if call.route.kind == OTHER:
             self._forward_other(flow, call)
             return call
 
@@ -380,160 +385,31 @@ class Govrix:
         call.body = decoded_content(req) if get("content-encoding") else raw
         if self._must_parse(call, raw):
             try:
-                parse(call, path)
+                parse(call, call.route.path)
             except Exception:  # parse() cannot raise; a bug must not skip what follows
                 metrics.child(metrics.HOOK_ERRORS, "parse").inc()
                 log.exception("request parse failed")
-        # 5-8. score, budget, policy, pii; then forward.
-        self._gates_from(0, flow, call, path)
+        # 5-8. score, budget, policy, pii (``addon/pipeline.py``); then forward or refuse.
+        answer = self.pipeline.run(flow, call)
+        if answer is None:
+            self._forward(flow, call)
+        elif not isinstance(answer, Hold):  # (a call that waits is concluded by its task)
+            self._refuse(flow, call, answer)
         return call
 
-    def _gates_from(self, first: int, flow: http.HTTPFlow, call: Call, path: str) -> None:
-        for i in range(first, len(self.gates)):
-            gate = self.gates[i]
-            answer = self._run(gate.name, call, flow, gate)
-            if isinstance(answer, Hold):
-                if self._hold(i, flow, call, path, answer):
-                    return
-                answer = answer.now
-            if answer is not None:
-                self._refuse(flow, call, answer)
-                return
-        self._forward(flow, call, path)
-
-    def _hold(self, i: int, flow: http.HTTPFlow, call: Call, path: str, hold: Hold) -> bool:
-        """Let the call wait in a task (the flow intercepted, the loop free); False: cannot."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        if self.replay or not flow.live:
-            return False
-        call.held = True
-        flow.intercept()  # type: ignore[no-untyped-call]
-        task = loop.create_task(self._resume(i, flow, call, path, hold), name="govrix-hold")
-        self._held.add(task)
-        task.add_done_callback(self._held.discard)
-        return True
-
-    async def _resume(self, i: int, flow: http.HTTPFlow, call: Call, path: str, hold: Hold) -> None:
-        t0 = 0.0
-        try:
-            try:
-                answer = await hold.until()
-            except Exception:
-                answer = self._gate_error(self.gates[i].name, call)
-            t0 = time.perf_counter()
-            call.held = False
-            if flow.error is not None:  # the client went away while it waited
-                self._refuse(flow, call, refusals.client_closed())
-            elif answer is not None:
-                self._refuse(flow, call, answer)
-            else:
-                self._gates_from(i + 1, flow, call, path)
-        except Exception:
-            metrics.child(metrics.HOOK_ERRORS, "request").inc()
-            log.exception("request hook failed after a wait")
-            self._fail_closed(flow)
-        finally:
-            call.hook_seconds += time.perf_counter() - t0 if t0 else 0.0
-            if flow.intercepted:
-                flow.resume()  # type: ignore[no-untyped-call]
+    def _conclude(self, flow: http.HTTPFlow, call: Call, answer: Refusal | None) -> None:
+        """A call that waited for a gate's ``Hold``: forward it, or refuse it."""
+        if answer is None:
+            self._forward(flow, call)
+        else:
+            self._refuse(flow, call, answer)
 
     def _killswitch(self, call: Call) -> Refusal | None:
         try:
             return self.killswitch.check(call.identity)
         except Exception:
-            return self._gate_error(self.killswitch.name, call)
-
-    def _run(self, name: str, call: Call, flow: http.HTTPFlow, gate: Gate) -> Refusal | Hold | None:
-        """One gate; if it raises, ``GOVRIX_GATE_ERRORS`` decides (never silently open)."""
-        try:
-            return gate(call, flow)
-        except Exception:
-            return self._gate_error(name, call)
-
-    def _gate_error(self, name: str, call: Call) -> Refusal | None:
-        metrics.child(metrics.HOOK_ERRORS, name).inc()
-        log.exception("the %s gate failed", name)
-        call.policy_decisions.append({"phase": "request", "gate": name, "error": "exception"})
-        assert self.settings is not None
-        if self.settings.gate_errors == "refuse":
-            return refusals.gate_failed(name)
-        return None
-
-    def _target(self, req: http.Request, get: Any) -> tuple[str, int, str, tuple[Any, str] | None]:
-        assert self.router is not None
-        try:
-            host, port, path = self.router.target(req, get)
-            host, path = storable(host), storable(path)
-            found = self.router.detect(host_port(host, port), path)
-        except Exception:
-            metrics.child(metrics.HOOK_ERRORS, "route").inc()
-            log.exception("request target unreadable: routed as another host")
-            return storable(str(req.host)), int(req.port), "", None
-        return host, port, path, found
-
-    def _identify(
-        self,
-        flow: http.HTTPFlow,
-        get: Any,
-        creds: tuple[str, str] | None,
-        found: tuple[Any, str] | None,
-    ) -> Identity:
-        """Who is calling; falls back to the source IP rather than fail."""
-        assert self.identifier is not None
-        peer = _peer(flow)
-        try:
-            query_key = (
-                flow.request.query.get("key")
-                if found is not None and found[0].name in ("gemini", "vertex")
-                else None
-            )
-            return self.identifier.identify(get, creds[0] if creds else None, peer, query_key)
-        except Exception:
-            metrics.child(metrics.HOOK_ERRORS, "identify").inc()
-            log.exception("identity headers unreadable: identified by source address")
-            return self.identifier.identify(lambda _: None, None, peer)
-
-    def _route(
-        self, req: http.Request, host: str, port: int, path: str, found: tuple[Any, str] | None
-    ) -> Route:
-        assert self.router is not None
-        try:
-            return self.router.route(req, host, port, path, found)
-        except Exception:
-            metrics.child(metrics.HOOK_ERRORS, "route").inc()
-            log.exception("routing failed: routed as another host")
-            return Route(OTHER, None, path, host, port, path)
-
-    def _new_call(
-        self, flow: http.HTTPFlow, identity: Identity, route: Route, explicit_session: str | None
-    ) -> Call:
-        req = flow.request
-        started = req.timestamp_start
-        session_id, _ = self.sessions.resolve(identity.agent_id, time.monotonic(), explicit_session)
-        self._sight(identity, started)
-        call = Call(
-            request_id=ids.event_id(),
-            identity=identity,
-            session_id=session_id,
-            started=started,
-            method=storable(req.method),
-            route=route,
-            request_bytes=len(req.raw_content or b""),
-        )
-        self._calls[flow.id] = call
-        # Serializable breadcrumbs: a capture (``-w``) of this proxy can be replayed as itself.
-        flow.metadata["govrix"] = {
-            "agent_id": identity.agent_id,
-            "agent_name": identity.name,
-            "identity_kind": identity.kind,
-            "session_id": session_id,
-            "host": route.host,
-            "request_event_id": call.request_id,
-        }
-        return call
+            assert self.pipeline is not None
+            return self.pipeline.gate_error(self.killswitch.name, call)
 
     def _must_parse(self, call: Call, raw: bytes) -> bool:
         """Parse inline only what enforcement or streaming needs; the recorder parses the rest."""
@@ -548,7 +424,7 @@ class Govrix:
             or b'"stream"' in raw
         )
 
-    def _forward(self, flow: http.HTTPFlow, call: Call, path: str) -> None:
+    def _forward(self, flow: http.HTTPFlow, call: Call) -> None:
         assert self.settings is not None
         req = flow.request
         info, provider = call.info, call.route.provider
@@ -621,20 +497,7 @@ class Govrix:
             return
         t0 = time.perf_counter()
         try:
-            resp = flow.response
-            call.status_code = resp.status_code
-            call.content_type, call.encoding = body_headers(resp.headers.fields)
-            if call.route.kind == OTHER:
-                resp.stream = Tee(call, None)  # bytes counted, never copied nor buffered
-                call.streamed = True
-            else:
-                stream_request = call.info is not None and call.info.stream
-                if is_streamed(call.content_type, stream_request, resp.status_code):
-                    assert self.recorder is not None
-                    ctype = call.content_type.split(";", 1)[0].strip().lower()
-                    self.recorder.send(Stream(call.request_id, ctype, call.encoding))
-                    call.streamed = True
-                    resp.stream = Tee(call, self.recorder)
+            tee.attach(call, flow.response, self.recorder)  # streaming on, or buffered
         except Exception:
             metrics.child(metrics.HOOK_ERRORS, "responseheaders").inc()
             log.exception("responseheaders hook failed")
@@ -670,33 +533,3 @@ class Govrix:
         call.done = True
         assert self.recorder is not None
         self.recorder.send(call.end(flow.response if flow is not None else None, error))
-
-    # -- agents ---------------------------------------------------------------------------------
-
-    def _sight(self, identity: Identity, now: float) -> None:
-        """Register an agent on first sight, and refresh last_seen_at at most once a minute."""
-        last = self._sighted.get(identity.agent_id)
-        if last is not None and now - last < 60:
-            return
-        self._sighted[identity.agent_id] = now
-        if not self.agents.known(identity.agent_id):
-            self.agents.set_local(identity.agent_id, "active")
-        if self.recorder is not None:
-            self.recorder.send(
-                AgentSeen(
-                    identity.agent_id,
-                    identity.name,
-                    identity.source_ip,
-                    identity.kind,
-                    _ts(now),
-                )
-            )
-
-
-def _peer(flow: http.HTTPFlow) -> str | None:
-    peer = flow.client_conn.peername
-    return str(peer[0]) if peer else None
-
-
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)

@@ -7,6 +7,7 @@ every host). ``Router.route`` cannot raise: anything it cannot read is routed as
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,12 +66,17 @@ class Router:
         self._detected[key] = found
         return found
 
-    def target(self, req: http.Request, get: Callable[[str], str | None]) -> tuple[str, int, str]:
+    def target(
+        self, req: http.Request, get: Callable[[str], str | None], sni: str | None = None
+    ) -> tuple[str, int, str]:
         """(host, port, path without query) as the agent named them."""
         host = req.host
         if not host or host[0].isdigit() or ":" in host:
-            # an address (transparent mode, or an IP target): the Host header names it
+            # an address (transparent mode, or an IP target): the Host header names it, else
+            # the TLS SNI (no Host header, or one that is an address too)
             host = host_name(get("host")) or req.pretty_host
+            if sni and is_address(host):
+                host = sni
         return host.lower(), req.port, req.path.split("?", 1)[0]
 
     def route(
@@ -81,6 +87,15 @@ class Router:
         if is_mcp_call(req):
             return Route(MCP_CALL, MCP, "tools/call", host, port, path)
         return Route(OTHER, None, path[:MAX_PATH], host, port, path)
+
+
+def is_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal (bracketed or not), or nothing."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return not host
+    return True
 
 
 def host_port(host: str, port: int) -> str:

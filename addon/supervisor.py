@@ -14,7 +14,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from addon import config as config_mod
@@ -52,7 +51,7 @@ class Supervisor:
         self.policies = policies
         self.config_file = config_file
         self.replay = replay
-        self.database_url = settings.database_url or embedded_url(settings.home)
+        self.database_url = settings.database_url
         self.sink: ProcessSink | InlineSink | None = None
         self.lost = 0  # events lost with recorder processes that died
         self._dropped = 0  # captures dropped by sinks that are gone (outbox full)
@@ -195,17 +194,4 @@ class Supervisor:
         )
 
 
-def embedded_url(home: Path) -> str | None:
-    """The embedded cluster's URL when ``scripts/govrix up`` made one under ``home``."""
-    try:
-        from scripts import pgembed
-
-        c = pgembed.Cluster(home)
-        if c.port_file.exists() and c.password_file.exists():
-            return c.url()
-    except Exception:
-        return None
-    return None
-
-
-__all__: list[Any] = ["Supervisor", "embedded_url"]
+__all__: list[Any] = ["Supervisor"]

@@ -1,8 +1,10 @@
 """The response side of a call: which bodies are streamed, and the stream callable that copies them.
 
 mitmproxy buffers a response body unless ``flow.response.stream`` is set in ``responseheaders``;
-for SSE and the other streamed types we set it to a :class:`Tee`, which passes every chunk on
-unchanged at once and hands a copy to the recorder in pieces of about ``CHUNK_FLUSH_BYTES``.
+there :func:`attach` sets it, for SSE and the other streamed types, to a :class:`Tee`, which
+passes every chunk on unchanged at once and hands a copy to the recorder in pieces of about
+``CHUNK_FLUSH_BYTES`` (another host's body is counted, never copied). A buffered body reaches the
+recorder whole, with the ``End`` made in the ``response`` hook (``Call.end``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
-from addon.wire import Chunk
+from addon.route import OTHER
+from addon.wire import Chunk, Stream
 
 if TYPE_CHECKING:
     from addon.call import Call
@@ -53,6 +56,23 @@ class Tee:
                 call.chunks.clear()
                 call.pending = 0
         return chunk
+
+
+def attach(call: Call, resp: http.Response, sink: Any) -> None:
+    """At the response's headers: note them on the call, and tee the body when it is streamed
+    (``sink``: the recorder, told the stream's type first)."""
+    call.status_code = resp.status_code
+    call.content_type, call.encoding = body_headers(resp.headers.fields)
+    if call.route.kind == OTHER:
+        resp.stream = Tee(call, None)  # bytes counted, never copied nor buffered
+        call.streamed = True
+        return
+    stream_request = call.info is not None and call.info.stream
+    if is_streamed(call.content_type, stream_request, resp.status_code):
+        ctype = call.content_type.split(";", 1)[0].strip().lower()
+        sink.send(Stream(call.request_id, ctype, call.encoding))
+        call.streamed = True
+        resp.stream = Tee(call, sink)
 
 
 def is_streamed(content_type: str, stream_request: bool, status: int) -> bool:

@@ -21,7 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Guard
 
-from api.actions import ScoringService
+from api.actions import ScoringService, scoring_router
 from api.agents import AgentController
 from api.budgets import BudgetController
 from api.count_cache import TotalCache
@@ -128,7 +128,7 @@ def create_app(
             health,
             ready,
             metrics_endpoint,
-            *([scoring.router] if scoring else []),
+            *([scoring_router(scoring)] if scoring else []),
         ],
         lifespan=[lifespan],
         dependencies={

@@ -36,9 +36,14 @@ async def _configure(conn: AsyncConnection[Any]) -> None:
 
 
 def make_pool(
-    conninfo: str, *, min_size: int | None = None, max_size: int | None = None
+    conninfo: str,
+    *,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    name: str = "govrix-api",
 ) -> AsyncConnectionPool[AsyncConnection[tuple[Any, ...]]]:
-    """A closed pool (open it in the lifespan). Timestamps come back in UTC (``Z`` in JSON).
+    """The one pool factory of both apps: closed (open it in the lifespan), autocommit, UTC
+    timestamps (``Z`` in JSON). ``name`` is the pool's and the connections' application_name.
 
     No ``check`` on checkout: it would cost a round trip per request. A connection broken by a
     server restart fails one request and is discarded by the pool; ``/ready`` reports the outage.
@@ -57,8 +62,8 @@ def make_pool(
         kwargs={
             "autocommit": True,
             "options": "-c TimeZone=UTC",
-            "application_name": "govrix-api",
+            "application_name": name,
             "connect_timeout": 5,
         },
-        name="govrix-api",
+        name=name,
     )

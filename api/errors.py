@@ -2,7 +2,10 @@
 
 Domain code raises :class:`ApiError`; Litestar's own exceptions (validation, 401, 404 for unknown
 routes, 405) and anything unexpected pass through :func:`handle_exception`, so no handler ever
-answers with Litestar's default ``{"status_code", "detail", "extra"}`` body.
+answers with Litestar's default ``{"status_code", "detail", "extra"}`` body. Both apps (the main
+API and the scoring-only app, api/actions/scoring_app.py) and the scoring router register this
+one handler, so every route answers the same :class:`~api.schemas.ErrorBody` (seeds 000/001:
+``{"error": "event not found"}``; ``field`` added when one input is at fault).
 """
 
 from __future__ import annotations
@@ -38,10 +41,18 @@ _DESCRIPTIONS = {
 
 
 class ApiError(HTTPException):
-    """A domain error with its HTTP status, message and (optionally) the field at fault."""
+    """A domain error: HTTP status, message, optionally the field at fault and extra headers
+    (``Retry-After`` on a 429)."""
 
-    def __init__(self, status_code: int, message: str, *, field: str | None = None) -> None:
-        super().__init__(detail=message, status_code=status_code)
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail=message, status_code=status_code, headers=headers)
         self.field = field
 
 
@@ -51,6 +62,7 @@ def not_found(what: str) -> ApiError:
 
 
 def bad_request(field: str, message: str) -> ApiError:
+    """400 naming the field at fault (``limit``, ``body``, ``events[3].action``)."""
     return ApiError(400, f"invalid {field}: {message}", field=field)
 
 
@@ -88,10 +100,11 @@ def _validation_error(exc: ValidationException) -> ErrorBody:
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    """The single exception handler of the app (registered for ``Exception``)."""
+    """The single exception handler of both apps (registered for ``Exception``)."""
     headers: dict[str, str] = {}
     if isinstance(exc, ApiError):
         status, body = exc.status_code, ErrorBody(error=exc.detail, field=exc.field)
+        headers = dict(exc.headers or {})
     elif isinstance(exc, ValidationException):
         status, body = 400, _validation_error(exc)
     elif isinstance(exc, HTTPException):

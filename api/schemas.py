@@ -106,18 +106,6 @@ class SessionOut(msgspec.Struct):
 SESSION_FIELDS: tuple[str, ...] = SessionOut.__struct_fields__
 
 
-class VerifyOut(msgspec.Struct, kw_only=True):
-    """The lineage verdict of one session (addon.lineage.Verdict, re-declared as our output)."""
-
-    session_id: str
-    valid: bool
-    events_checked: int
-    broken_event_id: str | None = None
-    broken_seq: int | None = None
-    reason: str | None = None
-    head_hash: str | None = None
-
-
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Every error: ``{"error": "..."}``, plus ``field`` when one input is at fault."""
 

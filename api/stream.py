@@ -44,15 +44,15 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Stream
 from psycopg import AsyncConnection, sql
 
+from addon import ids
 from api.db import EVENT_COLUMNS
 from api.errors import bad_request, error_responses
-from api.events import IdFilter, Pool, PoolDep
+from api.events import EventFilters, IdFilter, Pool, PoolDep
 from api.metrics import ApiMetrics
 from api.schemas import EventOut
 
 log = logging.getLogger("govrix.api.stream")
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lowercase (addon/ids.py)
 _PAGE = 500
 _ID_SCAN_LIMIT = 10_000
 _RECENT = 4096  # ids each subscriber remembers to skip duplicates between replay and live
@@ -63,17 +63,13 @@ _encode = msgspec.json.Encoder().encode
 def id_floor(event_id: str, lookback_ms: int) -> str:
     """The smallest possible event id created ``lookback_ms`` before ``event_id``'s ULID time."""
     prefix, _, body = event_id.rpartition("_")
-    if len(body) != 26 or any(c not in _ALPHABET for c in body[:10]):
+    try:
+        ms = ids.ulid_time_ms(body) if len(body) == 26 else None
+    except ValueError:
+        ms = None
+    if ms is None:
         return event_id  # not a ULID we can reason about: no lookback
-    ms = 0
-    for ch in body[:10]:
-        ms = (ms << 5) | _ALPHABET.index(ch)
-    ms = max(0, ms - lookback_ms)
-    out = []
-    for _ in range(10):
-        out.append(_ALPHABET[ms & 31])
-        ms >>= 5
-    return f"{prefix}_{''.join(reversed(out))}{'0' * 16}"
+    return f"{prefix}_{ids.ulid_floor(ms - lookback_ms)}"
 
 
 class Item(msgspec.Struct, gc=False):
@@ -282,14 +278,9 @@ class StreamHub:
 
 async def read_after(pool: Pool, after: str, sub: Subscriber, limit: int = _PAGE) -> list[Item]:
     """Events with ``id > after`` matching the subscriber's filters, ascending (replay/catch-up)."""
-    conds = [sql.SQL("id > %s")]
-    params: list[Any] = [after]
-    if sub.agent_id is not None:
-        conds.append(sql.SQL("agent_id = %s"))
-        params.append(sub.agent_id)
-    if sub.session_id is not None:
-        conds.append(sql.SQL("session_id = %s"))
-        params.append(sub.session_id)
+    filters, params = EventFilters(agent_id=sub.agent_id, session_id=sub.session_id).conditions()
+    conds = [sql.SQL("id > %s"), *filters]
+    params.insert(0, after)
     q = sql.SQL("SELECT {} FROM events WHERE {} ORDER BY id LIMIT %s").format(
         EVENT_COLUMNS, sql.SQL(" AND ").join(conds)
     )

@@ -1,17 +1,17 @@
 """Manage the `X-API-Key` keys of the scoring routes (table `api_keys`, sql/005_scoring.sql).
 
-    python -m scripts.apikey create --customer acme --tier pro     # prints the key, once
-    python -m scripts.apikey list [--customer acme]
-    python -m scripts.apikey revoke KEY_ID
+    scripts/govrix apikey create --customer acme --tier pro     # prints the key, once
+    scripts/govrix apikey list [--customer acme]
+    scripts/govrix apikey revoke KEY_ID
 
-The database is `--database-url` or `GOVRIX_DATABASE_URL`. Only the key's sha256 is stored, so a
-lost key cannot be shown again: revoke it and create another.
+The database is `--database-url`, else `GOVRIX_DATABASE_URL`, else the embedded cluster (started
+and migrated on demand, as the stack does: `scripts/database.py`). Only the key's sha256 is
+stored, so a lost key cannot be shown again: revoke it and create another.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import secrets
 import sys
@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from api.actions.auth import PREFIX_LEN, TIER_TAGS, generate_key, hash_key
+from scripts import database
 
 # Customer ids appear in URL paths (/scores/{customer_id}); "event" would shadow /scores/event/.
 _CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -62,8 +63,12 @@ def list_keys(conn: psycopg.Connection[Any], customer_id: str | None) -> list[tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.apikey", description=__doc__)
-    parser.add_argument("--database-url", default=os.environ.get("GOVRIX_DATABASE_URL"))
+    parser = argparse.ArgumentParser(
+        prog="govrix apikey",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--database-url", help="default: GOVRIX_DATABASE_URL, else embedded")
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create", help="create a key and print it once")
     c.add_argument("--customer", required=True)
@@ -73,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("revoke", help="revoke a key by id")
     r.add_argument("key_id")
     args = parser.parse_args(argv)
-    if not args.database_url:
-        parser.error("--database-url or GOVRIX_DATABASE_URL is required")
+    try:
+        url = database.ready(args.database_url).url
+    except database.DatabaseError as e:
+        print(f"govrix: apikey: {e}", file=sys.stderr)
+        return 1
 
-    with psycopg.connect(args.database_url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn:
         if args.command == "create":
             try:
                 key_id, key = create_key(conn, args.customer, args.tier)

@@ -87,7 +87,7 @@ async def measure(p: Valgrinded, upstream: bp.Upstream, n: int) -> float:
 
 async def run(args: argparse.Namespace, base: str, work: Path) -> dict[str, float]:
     cert = bench_upstream.make_cert(work / "upstream")
-    upstream = bp.Upstream(bp._free_port(), bp._free_port())
+    upstream = bp.Upstream(bp.free_port(), bp.free_port())
     up = bench_upstream.start(upstream.http_port, upstream.https_port, cert)
     governed = scratch_db(base, "govrix_bench_instr_gov")
     bp.add_budget(governed)  # as `bench proxy`'s governance-on proxy: every call reserves

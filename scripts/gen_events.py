@@ -7,13 +7,12 @@ session a valid hash chain), spread evenly over the last ``--days`` days across 
 sessions of ``--session-size`` events. Rows go in with one binary COPY per chunk; afterwards the
 ``sessions`` and ``agents`` tables are filled from the events and the table is vacuumed and
 analyzed, as it would be after a day of traffic. Without a URL: GOVRIX_DATABASE_URL, else the
-embedded cluster's default database.
+embedded cluster's default database (``scripts/database.py``), migrated first either way.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ import msgspec
 import psycopg
 
 from addon.event import COLUMNS, PG_TYPES
+from scripts import database
 from scripts.fakedata import make_events
 
 _COPY = "COPY events ({}) FROM STDIN (FORMAT BINARY)".format(", ".join(f'"{c}"' for c in COLUMNS))
@@ -102,14 +102,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--days", type=float, default=6.0)
     ap.add_argument("--session-size", type=int, default=50)
     args = ap.parse_args(argv[1:])
-    url = args.url or os.environ.get("GOVRIX_DATABASE_URL")
-    if not url:
-        from scripts import migrate, pgembed
-
-        c = pgembed.start()
-        pgembed.ensure_database(c)
-        url = c.url()
-        migrate.apply(url)
+    try:
+        url = database.ready(args.url).url
+    except database.DatabaseError as e:
+        print(f"govrix: gen_events: {e}", file=sys.stderr)
+        return 1
     load(url, args.events, days=args.days, session_size=args.session_size)
     print(f"loaded {args.events:,} events")
     return 0

@@ -4,13 +4,14 @@ Each file runs in its own transaction and is recorded in ``govrix_migrations`` w
 A transaction-level advisory lock serialises concurrent runners (two proxies starting at once).
 A file that changed after it was applied is an error: migrations are append-only.
 
-    python -m scripts.migrate [DATABASE_URL]
+    scripts/govrix migrate            (python -m scripts.migrate [DATABASE_URL])
+
+Without a URL: ``GOVRIX_DATABASE_URL``, else the embedded cluster (``scripts/database.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -82,18 +83,14 @@ def apply(conninfo: str, sql_dir: Path = SQL_DIR) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    url = argv[1] if len(argv) > 1 else os.environ.get("GOVRIX_DATABASE_URL")
-    if not url:
-        from scripts import pgembed
+    from scripts import database  # (it applies migrations with this module)
 
-        c = pgembed.start()
-        pgembed.ensure_database(c)
-        url = c.url()
     try:
-        done = apply(url)
-    except MigrationError as e:
+        db = database.ready(argv[1] if len(argv) > 1 else None)
+    except database.DatabaseError as e:
         print(f"govrix: migrate: {e}", file=sys.stderr)
         return 1
+    done = db.applied
     print(f"migrations applied: {', '.join(done) if done else 'none (up to date)'}")
     return 0
 

@@ -1,4 +1,4 @@
-"""The embedded default PostgreSQL: a private cluster under ``.govrix/pg`` (DESIGN.md §2).
+"""The embedded default PostgreSQL: a private cluster of this checkout (DESIGN.md §2).
 
 Used when ``GOVRIX_DATABASE_URL`` is unset. Binaries come from the system (``pg_config --bindir``,
 then ``/usr/lib/postgresql/*/bin``) and, when the machine has none, from the ``pgserver`` wheel.
@@ -7,12 +7,23 @@ then ``/usr/lib/postgresql/*/bin``) and, when the machine has none, from the ``p
 through ``runuser``. The server listens on 127.0.0.1 only, with a generated password
 (scram-sha-256), on a port that does not collide with a system server (54329 and up).
 
-    python -m scripts.pgembed start|stop|status|url
+Where it lives: ``$GOVRIX_HOME/pg`` always holds what the tools read (``password``, ``port`` and
+``url``, mode 600). The server's own files (data directory, socket, log) live there too, unless
+that user cannot reach the checkout (a clone in root's 0700 home, normal in containers): then
+they go to ``/var/lib/govrix/<hash of $GOVRIX_HOME>``, owned by that user, and
+``$GOVRIX_HOME/pg/location`` points there, so ``status``, ``stop`` and ``url`` find the cluster
+from the checkout alone.
+
+    scripts/govrix pg start|stop|status|url      (python -m scripts.pgembed …)
+
+(About 440 lines: placing, creating, starting and stopping the cluster share its layout and its
+owner, and read best together.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -22,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +42,8 @@ DEFAULT_HOME = ROOT / ".govrix"
 DEFAULT_PORT = 54329
 DB_NAME = "govrix"
 DB_USER = "govrix"
+#: Where the server's files go when its user cannot reach the checkout (one folder per checkout).
+SYSTEM_ROOT = Path("/var/lib/govrix")
 
 
 class EmbeddedError(RuntimeError):
@@ -43,8 +57,21 @@ class Cluster:
     home: Path
 
     @property
-    def base(self) -> Path:
+    def state(self) -> Path:
+        """What the tools read: password, port, url and the location pointer (owned by us)."""
         return self.home / "pg"
+
+    @property
+    def location_file(self) -> Path:
+        return self.state / "location"
+
+    @property
+    def base(self) -> Path:
+        """The server's folder (data, socket, log): ``state`` unless the pointer says elsewhere."""
+        try:
+            return Path(self.location_file.read_text().strip())
+        except FileNotFoundError:
+            return self.state
 
     @property
     def data(self) -> Path:
@@ -56,11 +83,16 @@ class Cluster:
 
     @property
     def password_file(self) -> Path:
-        return self.base / "password"
+        return self.state / "password"
 
     @property
     def port_file(self) -> Path:
-        return self.base / "port"
+        return self.state / "port"
+
+    @property
+    def url_file(self) -> Path:
+        """The URL, rewritten at each start: what ``GOVRIX_DATABASE_URL_FILE`` reads by default."""
+        return self.state / "url"
 
     def password(self) -> str:
         return self.password_file.read_text().strip()
@@ -147,15 +179,67 @@ def _pick_port() -> int:
     raise EmbeddedError(f"no free port in {DEFAULT_PORT}..{DEFAULT_PORT + 49} on 127.0.0.1")
 
 
-def _ensure_reachable(path: Path, user: str) -> None:
-    """The server user must be able to traverse every parent of the data directory."""
+def _reachable(path: Path, user: str) -> bool:
+    """``user`` can traverse ``path`` (so every parent of it too)."""
     probe = subprocess.run(_as_owner(["test", "-x", str(path)], user), capture_output=True)
-    if probe.returncode != 0:
+    return probe.returncode == 0
+
+
+def system_base(home: Path, root: Path | None = None) -> Path:
+    """The server's folder for the checkout whose state is ``home`` when that checkout is out
+    of the server user's reach: one per checkout, keyed by a hash of its resolved path."""
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:16]
+    return (root or SYSTEM_ROOT) / key
+
+
+def choose_base(
+    c: Cluster, user: str | None, reachable: Callable[[Path, str], bool] = _reachable
+) -> Path:
+    """Where a new cluster's server files go: beside the tools' files (``c.state``), unless
+    ``user`` (the unprivileged owner, None when that is us) cannot reach them."""
+    if user is None or reachable(c.state, user):
+        return c.state
+    return system_base(c.home)
+
+
+def _write_private(path: Path, text: str, owner: str | None = None) -> None:
+    """Replace ``path`` with ``text`` in a file nobody else can read, from its creation on."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        if owner is not None:
+            shutil.chown(tmp, owner)
+        f.write(text)
+    tmp.replace(path)
+
+
+def _claim_system_base(c: Cluster, base: Path, user: str) -> None:
+    """Make ``base`` ours (owned by ``user``, 0700) and point ``c`` at it."""
+    if not base.parent.exists():
+        base.parent.mkdir(parents=True)
+        base.parent.chmod(0o755)  # whatever the umask: the server's user must traverse it
+    base.mkdir(mode=0o700, exist_ok=True)
+    old = base / "data"
+    if (old / "PG_VERSION").exists():
+        # Left by an earlier checkout at the same path whose state (and password) is gone.
+        if (old / "postmaster.pid").exists():
+            raise EmbeddedError(
+                f"{old} belongs to an earlier GOVRIX_HOME at {c.home} and its server still "
+                f"runs; stop it (runuser -u {user} -- pg_ctl -D {old} stop) or remove {base}"
+            )
+        aside = base / f"data.orphaned-{time.strftime('%Y%m%dT%H%M%S')}"
+        old.rename(aside)
+        print(f"govrix: moved an earlier checkout's cluster aside to {aside}", file=sys.stderr)
+    elif old.exists():
+        shutil.rmtree(old)  # an initdb that failed
+    (base / "checkout").write_text(f"{c.home}\n")  # which checkout this folder serves
+    shutil.chown(base, user)
+    if not _reachable(base, user):
         raise EmbeddedError(
-            f"{path} is not reachable by the unprivileged user {user!r} that must own the "
-            "cluster (initdb refuses root). Move the checkout out of a private home directory, "
-            "set GOVRIX_HOME to a reachable folder, or set GOVRIX_DATABASE_URL."
+            f"{base} is not reachable by the unprivileged user {user!r} that must own the "
+            "cluster (initdb refuses root); set GOVRIX_DATABASE_URL to use another server."
         )
+    c.location_file.write_text(f"{base}\n")
 
 
 def cluster(home: Path | None = None) -> Cluster:
@@ -180,20 +264,21 @@ def init(c: Cluster) -> None:
         return
     bindir = find_bindir()
     user = _server_user()
-    c.base.mkdir(parents=True, exist_ok=True)
+    c.state.mkdir(parents=True, exist_ok=True)
     if not c.password_file.exists():
-        c.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-        c.password_file.chmod(0o600)
-    pwfile = c.base / ".initdb-pw"
-    pwfile.write_text(c.password() + "\n")
+        _write_private(c.password_file, secrets.token_urlsafe(24) + "\n")
+    c.location_file.unlink(missing_ok=True)  # no cluster yet: choose its place afresh
+    base = choose_base(c, user)
+    if user is not None and base != c.state:
+        _claim_system_base(c, base, user)
     if c.data.exists():
         shutil.rmtree(c.data)
     c.data.mkdir(mode=0o700)
     if user is not None:
         shutil.chown(c.base, user)
         shutil.chown(c.data, user)
-        shutil.chown(pwfile, user)
-        _ensure_reachable(c.base, user)
+    pwfile = c.base / ".initdb-pw"
+    _write_private(pwfile, c.password() + "\n", owner=user)
     cmd = [
         str(bindir / "initdb"),
         "-D",
@@ -235,6 +320,7 @@ def start(c: Cluster | None = None, *, timeout: float = 30.0) -> Cluster:
     c = c or cluster()
     init(c)
     if is_running(c):
+        _write_url(c)
         return c
     bindir = find_bindir()
     user = _server_user()
@@ -267,7 +353,16 @@ def start(c: Cluster | None = None, *, timeout: float = 30.0) -> Cluster:
             f"server log ({c.log}):\n{tail}"
         )
     _wait_ready(c, timeout)
+    _write_url(c)
     return c
+
+
+def _write_url(c: Cluster) -> None:
+    url = c.url() + "\n"
+    with contextlib.suppress(FileNotFoundError):
+        if c.url_file.read_text() == url:
+            return
+    _write_private(c.url_file, url)
 
 
 def _has_pg_stat_statements(bindir: Path) -> bool:
@@ -334,6 +429,8 @@ def main(argv: list[str]) -> int:
         elif cmd == "status":
             print(status(c))
         elif cmd == "url":
+            if not c.port_file.exists():
+                raise EmbeddedError(f"not created yet ({c.state}); run `{argv[0]} start`")
             print(c.url())
         else:
             print(f"usage: {argv[0]} start|stop|status|url", file=sys.stderr)

@@ -21,7 +21,7 @@ from mitmproxy.exceptions import FlowReadException
 from addon import config
 from addon.proxy import Govrix
 from addon.route import OTHER
-from scripts import migrate, pgembed
+from scripts import database
 
 
 def replay(paths: list[Path], settings: config.Settings) -> tuple[int, int]:
@@ -73,13 +73,12 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args(argv[1:])
-    env = dict(os.environ)
-    if not env.get("GOVRIX_DATABASE_URL"):
-        c = pgembed.start()
-        pgembed.ensure_database(c)
-        env["GOVRIX_DATABASE_URL"] = c.url()
-    migrate.apply(env["GOVRIX_DATABASE_URL"])
-    settings = config.load(env)
+    try:
+        url = database.ready().url
+    except database.DatabaseError as e:
+        print(f"govrix replay: {e}", file=sys.stderr)
+        return 1
+    settings = config.load(os.environ | {"GOVRIX_DATABASE_URL": url})
     try:
         seen, recorded = replay(args.files, settings)
     except (OSError, FlowReadException) as e:

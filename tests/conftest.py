@@ -1,8 +1,10 @@
-"""Shared fixtures: a real PostgreSQL for every test (pytest-postgresql, no mocks).
+"""Shared fixtures: a real PostgreSQL for every test that asks for one (pytest-postgresql).
 
-Without ``--postgresql-port`` the embedded cluster (scripts/pgembed.py) is started once and used
-as the server: it handles running as root (CI) by owning the cluster as an unprivileged user.
-Each test gets a fresh database cloned from a template that has every migration applied.
+Without ``--postgresql-port`` the embedded cluster is the server, found as every operator command
+finds it (``scripts/database.py``; as root it belongs to an unprivileged user). It is started the
+first time a test requests a database (``dsn``, ``db``, ``module_dsn``, ``postgresql``), so unit
+runs never touch PostgreSQL. Each test gets a fresh database cloned from a template that has
+every migration applied.
 """
 
 from __future__ import annotations
@@ -16,18 +18,27 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from scripts import migrate, pgembed
+from scripts import database, migrate
 
 
-def pytest_configure(config: pytest.Config) -> None:
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> str:
+    """The server the test databases are made on: ``--postgresql-port`` when given, else the
+    embedded cluster, started now (only sessions with a database test get here)."""
+    config = request.config
     if config.getoption("postgresql_port", None) or os.environ.get("GOVRIX_TEST_NO_EMBEDDED"):
-        return
-    cluster = pgembed.start()
-    config.option.postgresql_host = "127.0.0.1"
-    config.option.postgresql_port = cluster.port()
-    config.option.postgresql_user = pgembed.DB_USER
-    config.option.postgresql_password = cluster.password()
+        return "configured"
+    try:
+        url = database.locate(env={}).url  # always the embedded one, whatever the shell says
+    except database.DatabaseError as e:
+        pytest.exit(f"no PostgreSQL for the database tests: {e}", returncode=3)
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    config.option.postgresql_host = info["host"]
+    config.option.postgresql_port = int(str(info["port"]))
+    config.option.postgresql_user = info["user"]
+    config.option.postgresql_password = info["password"]
     config.option.postgresql_dbname = f"govrix_test_{os.getpid()}"
+    return url
 
 
 def _load_schema(host: str, port: int, user: str, dbname: str, password: str, **_: Any) -> None:
@@ -38,7 +49,15 @@ def _load_schema(host: str, port: int, user: str, dbname: str, password: str, **
     )
 
 
-postgresql_noproc = factories.postgresql_noproc(load=[_load_schema])
+_template = factories.postgresql_noproc(load=[_load_schema])
+
+
+@pytest.fixture(scope="session")
+def postgresql_noproc(request: pytest.FixtureRequest, pg_server: str) -> Any:
+    """pytest-postgresql's server fixture, made only once ``pg_server`` has configured it."""
+    return request.getfixturevalue("_template")
+
+
 postgresql = factories.postgresql("postgresql_noproc")
 
 

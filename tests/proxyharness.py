@@ -30,8 +30,10 @@ class Proxy:
         upstream: FakeProvider,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        listen_host: str = "127.0.0.1",
     ) -> None:
         self.dsn = dsn
+        self.listen_host = listen_host
         self.home = home
         self.port = free_port()
         self.confdir = home / "mitmproxy"
@@ -43,7 +45,7 @@ class Proxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     @property
     def ca(self) -> Path:
@@ -69,7 +71,7 @@ class Proxy:
         cmd = [
             str(MITMDUMP),
             "--listen-host",
-            "127.0.0.1",
+            self.listen_host,
             "--listen-port",
             str(self.port),
             "--set",
@@ -90,7 +92,7 @@ class Proxy:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mitmdump exited: {self.log.read_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.listen_host, self.port), timeout=0.2):
                     if self.ca.exists() and (self.home / "proxy.pid").exists():
                         return self
             except OSError:

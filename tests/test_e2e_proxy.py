@@ -508,9 +508,26 @@ def _proxy_statement_calls(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
+def _listeners(port: int) -> set[str]:
+    """Local addresses of the sockets listening on ``port`` (/proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.rpartition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                if table == "tcp":
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:  # four little-endian words
+                    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
 def test_proxy_port_is_loopback(proxy: Proxy) -> None:
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=1):
-        pass
+    """The proxy listens on 127.0.0.1 alone: not on 0.0.0.0, not on ::, not on another address."""
+    assert _listeners(proxy.port) == {"127.0.0.1"}
 
 
 # -- modes ----------------------------------------------------------------------------------------------

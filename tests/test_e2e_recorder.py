@@ -1,4 +1,4 @@
-"""End to end: the recorder process beside mitmdump (addon/recorder.py, addon/sinks.py).
+"""End to end: the recorder process beside mitmdump (addon/recorder, addon/sinks).
 
 The hot path hands captures to a child process; these tests check that it really is a separate
 process, that its metrics reach the proxy's scrape endpoint, that killing it loses no traffic

@@ -56,3 +56,19 @@ def test_ulid_halves_encode_like_the_whole(monkeypatch: pytest.MonkeyPatch) -> N
         assert got == _reference_b32((ms << 80) | rand, 26)
         assert ids.ulid_time_ms(got) == ms
         assert ids.ulid(ms) == _reference_b32((ms << 80) | (rand + 1), 26)  # same ms: rand + 1
+
+
+@pytest.mark.parametrize("ms", [0, 1, 1023, 1 << 40, (1 << 48) - 1, 1_772_720_400_000])
+def test_floor_is_the_smallest_ulid_of_its_millisecond(ms: int) -> None:
+    floor = ids.ulid_floor(ms)
+    assert floor == _reference_b32(ms << 80, 26)
+    assert ids.ulid_time_ms(floor) == ms
+    if ms:
+        assert ids.ulid_floor(ms - 1) < floor
+    else:
+        assert ids.ulid_floor(-5) == floor  # before the epoch: clamped
+
+
+def test_time_of_what_is_not_a_ulid() -> None:
+    with pytest.raises(ValueError):
+        ids.ulid_time_ms("evt_0IL0000000000000000000000")  # I and L are not Crockford

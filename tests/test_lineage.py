@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from addon import ids
-from addon.event import Event
-from addon.lineage import Chain, event_values, genesis, verify
+from addon.event import COLUMNS, Event
+from addon.lineage import Chain, genesis, verify
 
 
 def ev(session: str, i: int, **kw: Any) -> Event:
@@ -24,6 +24,11 @@ def ev(session: str, i: int, **kw: Any) -> Event:
         model="gpt-4o",
         **kw,
     )
+
+
+def event_values(e: Event) -> dict[str, Any]:
+    """Every stored column of an event, by name: what a row read back holds."""
+    return {name: getattr(e, name) for name in COLUMNS}
 
 
 def rows(events: list[Event]) -> list[dict[str, Any]]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from scripts import migrate
 
@@ -22,9 +24,11 @@ def test_second_run_is_noop(dsn: str, db: psycopg.Connection[Any]) -> None:
 
 
 def test_apply_on_empty_database(dsn: str, db: psycopg.Connection[Any]) -> None:
-    db.execute("CREATE DATABASE govrix_empty_probe")
+    # A name of its own: concurrent test runs may share one PostgreSQL server.
+    probe = f"govrix_empty_probe_{uuid.uuid4().hex[:10]}"
+    db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(probe)))
     try:
-        empty = psycopg.conninfo.conninfo_to_dict(dsn) | {"dbname": "govrix_empty_probe"}
+        empty = psycopg.conninfo.conninfo_to_dict(dsn) | {"dbname": probe}
         url = psycopg.conninfo.make_conninfo(**empty)  # type: ignore[arg-type]
         assert migrate.apply(url) == [m.name for m in migrate.discover()]
         assert migrate.apply(url) == []
@@ -39,7 +43,7 @@ def test_apply_on_empty_database(dsn: str, db: psycopg.Connection[Any]) -> None:
             }
             assert {"events_agent_ts_idx", "events_session_ts_idx", "events_ts_brin_idx"} <= idx
     finally:
-        db.execute("DROP DATABASE govrix_empty_probe WITH (FORCE)")
+        db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(probe)))
 
 
 def test_edited_migration_is_refused(dsn: str, tmp_path: Any) -> None:

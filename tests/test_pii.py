@@ -1,10 +1,11 @@
-"""Tests for the PII/secret scanner (addon/pii.py)."""
+"""Tests for the PII/secret scanner (the addon/pii package)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
+import string
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,25 @@ from typing import Any
 import msgspec
 import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from addon import config, pii
 from addon.pii import (
     PII_TYPES,
     Finding,
     Match,
     StreamScanner,
-    _valid_number,
     json_segments,
+    phones,
     redact_json,
     redact_text,
+    scan_json,
     scan_segments,
     scan_text,
+    secrets,
 )
+from addon.pii.phones import valid_number
 
 CORPUS = Path(__file__).parent / "data" / "pii_corpus.jsonl"
 
@@ -177,13 +184,18 @@ def test_corpus_precision_and_recall_per_type() -> None:
         ("@username", set()),
         # Secrets.
         ("key sk-proj-Ab3dE5gH7jK9mN1pQ3sT5vX7zB9dF1hJ", {"secret"}),
-        ("key sk-ant-api03-" + "Xy9" * 10, {"secret"}),
+        ("key sk-ant-api03-Qm7vTz2LpW9xRk4NcB8sHd1YfG6jUe3A", {"secret"}),
         ("scikit sk-learn-compatible-estimator-api", set()),
         ("sk-support-team-lead@example.com", {"email"}),
-        ("AKIAIOSFODNN7EXAMPLE", {"secret"}),
+        ("AKIAIOSFODNN7EXAMPLE", set()),  # the documentation placeholder
         ("ASIAY34FZKBOKMUTVV7A", {"secret"}),
         ("gho_16C7e42F292c6912E7710c838347Ae178B4a", {"secret"}),
-        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", {"secret"}),
+        (
+            "github_pat_11ABCDEFG0"
+            + "aB3dE5gH7jK9mN1pQ3sT5vX7zB9dF1hJ" * 2
+            + "_x9Y8w7V6u5T4s3R2q1",
+            {"secret"},
+        ),
         ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp", {"secret"}),
         ("xoxb-not-a-token-at-all", set()),
         (JWT, {"secret"}),
@@ -204,7 +216,7 @@ def test_types_detected(text: str, expected: set[str]) -> None:
 
 
 def test_fast_phone_validity_agrees_with_phonenumbers() -> None:
-    """addon/pii.py re-implements is_valid_number for speed; it must give the same answers."""
+    """addon/pii/phones.py re-implements is_valid_number for speed; same answers required."""
     rng = random.Random(7)
     codes = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
     checked = valid = 0
@@ -223,7 +235,7 @@ def test_fast_phone_validity_agrees_with_phonenumbers() -> None:
         expected = phonenumbers.is_valid_number(
             phonenumbers.PhoneNumber(country_code=code, national_number=int(nsn))
         )
-        assert _valid_number(code, nsn) == expected, (code, nsn)
+        assert valid_number(code, nsn) == expected, (code, nsn)
         checked += 1
         valid += expected
     assert checked > 3000 and 0.2 < valid / checked < 0.8
@@ -337,8 +349,9 @@ def test_scan_segments_aggregates_per_type_and_path() -> None:
     assert findings == [
         Finding(type="email", count=2, path="$.messages[0].content"),
         Finding(type="ssn", count=1, path="$.messages[1].content"),
-        Finding(type="email", count=1, path="$.tools_args[2].arguments"),
-        Finding(type="ipv4", count=1, path="$.tools_args[2].arguments"),
+        # JSON text in a segment is reported at paths inside it
+        Finding(type="email", count=1, path="$.tools_args[2].arguments.to"),
+        Finding(type="ipv4", count=1, path="$.tools_args[2].arguments.ip"),
     ]
 
 
@@ -468,3 +481,313 @@ def test_stream_memory_stays_bounded() -> None:
     for _ in range(10_000):
         capped.feed("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo")
     assert capped.buffered_chars < 4096 + 256 + 64 + 64
+
+
+# --- JSON: decoded values, JSON inside strings, paths into it --------------------------------------
+
+
+def _args(value: Any) -> str:
+    """Tool-call arguments as a provider sends them: JSON text (escapes and all) in a string."""
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        # Each value right after an escaped newline or tab: in the raw text a word character
+        # ('n', 't') is glued to it, so a scanner of raw JSON text loses '\b'.
+        ("SSN:\n078-05-1120", "ssn"),
+        ("cards on file\n4111 1111 1111 1111", "credit_card"),
+        ("host\t10.20.30.40", "ipv4"),
+        ("IBAN\nDE89 3704 0044 0532 0130 00", "iban"),
+        ("office\n(415) 555-2671", "phone"),
+        ("ring me\t+44 20 7946 0958", "phone"),
+        ("notes\r\nghp_aZUVGeWAHQzQAAmV7COc36256NJbxkS90VEP", "secret"),
+    ],
+)
+def test_values_after_json_escapes_are_found_at_decoded_paths(value: str, kind: str) -> None:
+    arguments = _args({"to": "ops", "body": value})
+    assert "\\n" in arguments or "\\t" in arguments
+    base = "$.messages[1].tool_calls[0].function.arguments"
+    assert scan_segments([(base, arguments)]) == [Finding(type=kind, count=1, path=base + ".body")]
+
+
+def test_json_inside_json_inside_a_tool_result_is_decoded() -> None:
+    inner = _args({"customer": {"card": "4111-1111-1111-1111", "ip": "10.0.0.9"}})
+    result = _args({"status": "ok", "payload": inner, "items": [{"mail": "a.b@example.org"}]})
+    findings = scan_segments([("$.messages[2].content", result)])
+    assert sorted((f.type, f.path) for f in findings) == [
+        ("credit_card", "$.messages[2].content.payload.customer.card"),
+        ("email", "$.messages[2].content.items[0].mail"),
+        ("ipv4", "$.messages[2].content.payload.customer.ip"),
+    ]
+
+
+def test_scan_json_walks_a_whole_body_with_numbers_and_keys_as_context() -> None:
+    body = {
+        "method": "tools/call",
+        "params": {
+            "name": "crm.update",
+            "arguments": {"phone": 4155552671, "order": 4155552672, "x-note": "ssn 078051120"},
+        },
+    }
+    findings = scan_json(body)
+    assert sorted((f.type, f.path) for f in findings) == [
+        ("phone", "$.params.arguments.phone"),
+        ("ssn", '$.params.arguments["x-note"]'),
+    ]
+
+
+def test_one_leafs_key_never_lends_context_to_the_next_leaf() -> None:
+    doc = {"phone": "n/a", "order": "4155552671", "ssn": "none", "ref": "078051120"}
+    assert scan_json(doc) == []
+    assert scan_segments([("$", json.dumps(doc))]) == []
+
+
+def test_unparseable_json_text_is_still_scanned_across_escapes() -> None:
+    truncated = '{"body": "SSN:\\n078-05-1120 and more'  # cut off mid-stream
+    assert scan_segments([("$.a", truncated)]) == [Finding(type="ssn", count=1, path="$.a")]
+    # and spans stay right for redaction
+    assert redact_text(truncated)[0] == '{"body": "SSN:\\n[REDACTED:ssn] and more'
+
+
+def test_redact_json_redacts_inside_tool_arguments_and_keeps_them_json() -> None:
+    doc = {"tool_calls": [{"function": {"arguments": _args({"to": "x", "ssn": "a\n078-05-1120"})}}]}
+    redacted, n = redact_json(doc)
+    assert n == 1
+    args = json.loads(redacted["tool_calls"][0]["function"]["arguments"])
+    assert args == {"to": "x", "ssn": "a\n[REDACTED:ssn]"}
+
+
+def test_mcp_params_are_scanned_as_decoded_values() -> None:
+    arguments = {"query": "select *", "filters": {"email": "léa@example.fr", "n": 3}}
+    assert scan_segments(json_segments(arguments, "$.params.arguments")) == [
+        Finding(type="email", count=1, path="$.params.arguments.filters.email")
+    ]
+
+
+# --- phones: regions, 00 prefix, extensions, context ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # national formats of the default regions, with their trunk prefix or parentheses
+        ("London office 020 7946 0958", {"phone"}),
+        ("UK mobile 07700 900123", {"phone"}),
+        ("Berlin 030 12345678", {"phone"}),
+        ("Büro 030/1234567", {"phone"}),
+        ("Paris 01 42 68 53 00", {"phone"}),
+        ("portable 06 12 34 56 78", {"phone"}),
+        ("São Paulo (11) 91234-5678", {"phone"}),
+        ("Mumbai mobile 98765 43210", {"phone"}),
+        ("Madrid teléfono 912 34 56 78", {"phone"}),
+        # the '00' international prefix
+        ("dial 0044 20 7946 0958", {"phone"}),
+        ("0049 30 12345678", {"phone"}),
+        # extensions, glued or marked (Faker's US formats among them)
+        ("desk 415-555-9096x83119", {"phone"}),
+        ("(415)555-9096x831", {"phone"}),
+        ("001-415-555-9096x8311", {"phone"}),
+        ("+1-415-555-9096x83", {"phone"}),
+        ("415.555.9096 ext. 12", {"phone"}),
+        ("1-415-555-9096", {"phone"}),
+        # no phone from digits without context or shape
+        ("order 02079460958", set()),
+        ("tel 02079460958", {"phone"}),
+        ("invoice 9876543210", set()),
+        ("population 912 345 678", set()),  # valid in Spain, but no mark of a phone number
+        ("released 2024-03-15", set()),
+        ("total 1 234 567,89 EUR", set()),
+        ("account 0730 5620 2199 3318", set()),
+        ("ISBN 978-3-16-148410-0", set()),
+    ],
+)
+def test_phone_formats(text: str, expected: set[str]) -> None:
+    assert _types(text) == expected
+
+
+def test_phone_regions_are_configurable() -> None:
+    before = phones.regions()
+    try:
+        pii.configure_phone_regions(["US"])
+        assert _types("London office 020 7946 0958") == set()
+        assert _types("office (415) 555-2671") == {"phone"}
+        assert _types("London +44 20 7946 0958") == {"phone"}  # '+' numbers: any country
+        pii.configure_phone_regions(["gb", " DE "])
+        assert phones.regions() == ("GB", "DE")
+        assert _types("London office 020 7946 0958") == {"phone"}
+        assert _types("office 415-555-2671") == set()
+        with pytest.raises(ValueError, match="XX"):
+            pii.configure_phone_regions(["XX"])
+    finally:
+        pii.configure_phone_regions(before)
+
+
+def test_phone_regions_setting() -> None:
+    assert config.phone_regions_from_env({}) == config.DEFAULT_PHONE_REGIONS
+    env = {"GOVRIX_PII_PHONE_REGIONS": "us, gb,DE"}
+    assert config.phone_regions_from_env(env) == ("US", "GB", "DE")
+    with pytest.raises(config.ConfigError, match=r"GOVRIX_PII_PHONE_REGIONS.*ZZ"):
+        config.phone_regions_from_env({"GOVRIX_PII_PHONE_REGIONS": "US,ZZ"})
+
+
+# --- secrets: gitleaks rules, generic rule, placeholders ------------------------------------------
+
+
+def _token(alphabet: str, n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+_ALNUM = string.ascii_letters + string.digits
+_LOWER_ALNUM = string.ascii_lowercase + string.digits
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GITLAB_TOKEN=glpat-" + _token(_ALNUM + "_-", 20, 1),
+        "//registry.npmjs.org/:_authToken=npm_" + _token(_LOWER_ALNUM, 36, 2),
+        "HF token hf_" + _token(string.ascii_letters, 34, 3),
+        "SENDGRID SG." + _token(_ALNUM, 22, 4) + "." + _token(_ALNUM, 43, 5),
+        "https://hooks.slack.com/services/T0"
+        + _token(_ALNUM, 8, 6)
+        + "/B0"
+        + _token(_ALNUM, 8, 7)
+        + "/"
+        + _token(_ALNUM, 24, 8),
+        "xoxp-" + "-".join(_token(string.digits, 12, 9 + i) for i in range(3)) + "-" + "a1" * 16,
+        "stripe sk_live_" + _token(_ALNUM, 24, 12),
+        "maps key AIza" + _token(_ALNUM + "_-", 35, 13),
+        "aws_secret_access_key = " + _token(_ALNUM + "/+", 40, 14),
+        'export AWS_SECRET_ACCESS_KEY="' + _token(_ALNUM + "/+", 40, 15) + '"',
+        "db password: " + _token(_ALNUM + "#%!", 14, 16),
+        '{"client_secret": "' + _token(_ALNUM, 32, 17) + '"}',
+        "cloudflare_api_key = " + _token(_LOWER_ALNUM, 37, 18),
+        "Authorization: Bearer " + _token(_ALNUM, 32, 19),
+        "auth_token: Token " + _token(_ALNUM + "-_", 40, 20),
+    ],
+)
+def test_vendor_and_generic_secrets(text: str) -> None:
+    assert _types(text) == {"secret"}, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api_key = xxxxxxxxxxxxxxxxxxxxxxxx",
+        "OPENAI_API_KEY=sk-XXXXXXXXXXXXXXXXXXXXXXXX",
+        "token: <your-api-key>",
+        "Authorization: Bearer <token>",
+        "Authorization: Bearer YOUR_ACCESS_TOKEN",
+        "max_tokens: 4096",
+        "password = ${DB_PASSWORD}",
+        "password: changeme123",
+        "secret_key = your_secret_key_here",
+        "stripe sk_live_000000000000000000000000",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "glpat-xxxxxxxxxxxxxxxxxxxx",
+        "password: hunter2",
+        "the token: authentication happens upstream",
+        "secret = process.env.DB_SECRET_VALUE",
+        "Run git checkout 9fceb02d0ae598e95dc970b74767f19372d61af8 and rebuild.",
+    ],
+)
+def test_placeholders_and_non_secrets(text: str) -> None:
+    assert "secret" not in _types(text), text
+
+
+def test_secret_redaction_keeps_the_variable_name() -> None:
+    value = _token(_ALNUM, 32, 21)
+    assert redact_text(f"client_secret={value} ok") == ("client_secret=[REDACTED:secret] ok", 1)
+
+
+def test_gitleaks_rules_are_vendored_unmodified_and_mostly_used() -> None:
+    version, commit = secrets.gitleaks_source()
+    assert version.startswith("v8.") and len(commit) == 40
+    assert (secrets.DATA / "gitleaks.LICENSE").read_text().startswith("MIT License")
+    total = len(secrets._config(secrets._read("gitleaks.toml")).rules)
+    used = len(secrets.RULES.vendor) + len(secrets.RULES.assign)
+    local = len(secrets._config(secrets._read("local_rules.toml")).rules)
+    dropped = dict(secrets.DROPPED)
+    assert used + len(dropped) == total + local
+    assert len(dropped) <= 12, dropped
+    assert "generic-api-key" in dropped  # replaced by the generic rule
+    assert set(dropped.values()) <= {
+        "matches file names only",
+        "scoped to file paths a request does not have",
+        "no literal prefix",
+        "adapted in local_rules.toml",
+        "replaced by the generic rule (secrets.py)",
+    }
+
+
+# --- false-positive classes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '__version__ = "1.2.3.4"',
+        "<Version>10.0.19041.1</Version> <FileVersion>4.8.1.0</FileVersion>",
+        '[assembly: AssemblyVersion("1.0.0.0")]',
+        '{"version": "2.1.0.7", "sdk_version": "3.0.0.1"}',
+        "ver: '7.1.2.3'",
+        "OID 2.5.4.3 is commonName; 1.2.840.113549.1.1.11 is sha256WithRSA",
+        "urn:oid:2.16.840.1.101",
+        "| EAN | 4006381333931 |\n| EAN | 5012345678900 |",
+        "barcode 8712345678906",
+        "git clone git@github.com:govrix/scout.git",
+        "remote ssh://git@gitlab.example.com/group/repo.git",
+        "git@bitbucket.org:team/repo",
+    ],
+)
+def test_false_positive_classes(text: str) -> None:
+    assert _types(text) == set(), text
+
+
+def test_real_values_next_to_the_false_positive_classes_still_count() -> None:
+    assert _types("server 10.0.0.1 runs version 1.2.3.4") == {"ipv4"}
+    assert _types("mail git@github.com if needed") == {"email"}
+    assert _types("card 4000 0566 5566 5556") == {"credit_card"}
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=_JSON_VALUES)
+def test_scanning_arbitrary_json_never_raises(doc: Any) -> None:
+    text = json.dumps(doc)
+    scan_json(doc)
+    scan_segments([("$", text), ("$.a", json.dumps(text))])
+    redacted, _ = redact_json(doc)
+    json.dumps(redacted)
+
+
+_PII_ALPHABET = st.sampled_from(
+    [*'0123456789 -.+()@:/\\"{}[]nxtAZaz_=#é€\x00\n', "\\n", "sk-", "eyJ", "ghp_", "00"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300), pieces=st.lists(_PII_ALPHABET, max_size=80))
+def test_scanning_arbitrary_bytes_never_raises(data: bytes, pieces: list[str]) -> None:
+    for text in (data.decode("utf-8", "surrogateescape"), "".join(pieces)):
+        matches = scan_text(text)
+        assert all(0 <= m.start < m.end <= len(text) for m in matches)
+        scan_segments([("$", text)])
+        redact_text(text)
+        stream = StreamScanner(scan_every=7)
+        for i in range(0, len(text), 5):
+            stream.feed(text[i : i + 5])
+        stream.findings("$")

@@ -1,4 +1,4 @@
-"""Policy engine: operators, actions, malformed files, reload (addon/policy.py)."""
+"""Policy engine: operators, actions, malformed files, reload (addon/policy/)."""
 
 from __future__ import annotations
 

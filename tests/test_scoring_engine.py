@@ -325,12 +325,12 @@ def test_chaining_stops_after_max_iterations(tmp_path: Path) -> None:
 
     rules = [
         "  - id: t.r0\n    description: start\n"
-        "    conditions: [{fact: verb_class, eq: read}]\n    actions: [{assert_fact: f0}]\n"
+        "    conditions: [{field: verb_class, op: eq, value: read}]\n    actions: [{assert_fact: f0}]\n"
     ]
     for i in range(1, MAX_ITERATIONS + 10):
         rules.append(
             f"  - id: t.r{i}\n    description: step {i}\n"
-            f"    conditions: [{{fact: f{i - 1}, eq: true}}]\n"
+            f"    conditions: [{{field: f{i - 1}, op: eq, value: true}}]\n"
             f"    actions: [{{assert_fact: f{i}}}, {{add_score: 1}}]\n"
         )
     (tmp_path / "long.yaml").write_text("rules:\n" + "".join(rules), encoding="utf-8")

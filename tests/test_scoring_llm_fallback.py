@@ -212,11 +212,11 @@ async def test_not_consulted_when_confident_disabled_or_absent(
     assert FakeLLM.requests == []
 
 
-def test_sync_api(engine: Engine, llm_server: str) -> None:
+async def test_source_names_who_decided(engine: Engine, llm_server: str) -> None:
     thin = convert_action_event(THIN_EVENT)
-    ok = engine.score_with_fallback_sync(thin, None, config(llm_server, "ok"))
+    ok = await engine.score_with_fallback(thin, None, config(llm_server, "ok"))
     assert ok.scoring_source == "rules+llm"
-    failed = engine.score_with_fallback_sync(thin, None, config(llm_server, "error"))
+    failed = await engine.score_with_fallback(thin, None, config(llm_server, "error"))
     assert failed.scoring_source == "rules:llm_failed"
 
 

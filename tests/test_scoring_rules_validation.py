@@ -15,7 +15,7 @@ GOOD_RULE = """
   - id: {id}
     description: test rule
     refs: ["GDPR:Art_32"]
-    conditions: [{{fact: verb_class, eq: delete}}]
+    conditions: [{{field: verb_class, op: eq, value: delete}}]
     actions: [{{add_score: 10}}, {{add_violation: high}}]
 """
 
@@ -61,155 +61,153 @@ def test_engine_loads_custom_dir(tmp_path: Path) -> None:
     assert engine.version != Engine.load().version
 
 
+HEAD = "  - id: t.x\n    description: x\n"  # with "rules:" on line 1, the rule starts on line 2
+
+# (id, rule body after HEAD, line at fault, text the message must contain)
+MALFORMED: list[tuple[str, str, int, str]] = [
+    (
+        "unknown-field",
+        "    conditions: [{field: verb_clas, op: eq, value: delete}]\n"
+        "    actions: [{add_score: 1}]\n",
+        4,
+        "condition #1: unknown field 'verb_clas' (did you mean 'verb_class'",
+    ),
+    (
+        "unknown-operator",
+        "    conditions:\n      - {field: verb_class, op: eq, value: delete}\n"
+        "      - field: verb_class\n        op: approx\n        value: delete\n"
+        "    actions: [{add_score: 1}]\n",
+        7,
+        "condition #2: unknown operator 'approx'",
+    ),
+    (
+        "operator-kind",
+        "    conditions: [{field: verb_class, op: gte, value: 3}]\n    actions: [{add_score: 1}]\n",
+        4,
+        "operator 'gte' does not apply to verb_class (a string)",
+    ),
+    (
+        "value-type",
+        "    conditions:\n      - field: sensitivity\n        op: gte\n        value: high\n"
+        "    actions: [{add_score: 1}]\n",
+        7,
+        "sensitivity gte needs a number, got string 'high'",
+    ),
+    (
+        "old-condition-shape",
+        "    conditions: [{fact: verb_class, eq: delete}]\n    actions: [{add_score: 1}]\n",
+        4,
+        "write conditions as {field: NAME, op: OP, value: VALUE}",
+    ),
+    (
+        "missing-value",
+        "    conditions: [{field: verb_class, op: eq}]\n    actions: [{add_score: 1}]\n",
+        4,
+        "missing required field `value`",
+    ),
+    (
+        "two-operators",
+        "    conditions: [{field: sensitivity, op: gte, value: 1, lte: 3}]\n"
+        "    actions: [{add_score: 1}]\n",
+        4,
+        "unknown key `lte`",
+    ),
+    (
+        "bad-regex",
+        '    conditions: [{field: scope, op: regex, value: "("}]\n    actions: [{add_score: 1}]\n',
+        4,
+        "bad regex",
+    ),
+    (
+        "regex-backreference-not-re2",
+        "    conditions:\n      - {field: scope, op: eq, value: x}\n"
+        '      - {field: scope, op: regex, value: "(a)\\\\1"}\n    actions: [{add_score: 1}]\n',
+        6,
+        "bad regex",
+    ),
+    (
+        "flag-not-eq-true",
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{assert_fact: gone}]\n"
+        "  - id: t.neg_flag_user\n    description: x\n"
+        "    conditions: [{field: gone, op: eq, value: false}]\n    actions: [{add_score: 1}]\n",
+        8,
+        "flag 'gone' may only be tested with eq: true",
+    ),
+    (
+        "unknown-action",
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{add_score: 1}, {set_score: 1}]\n",
+        5,
+        "unknown action 'set_score'",
+    ),
+    (
+        "bad-severity",
+        '    refs: ["SOC2:CC6.1"]\n    conditions: [{field: verb_class, op: eq, value: delete}]\n'
+        "    actions:\n      - add_violation: severe\n",
+        7,
+        "add_violation needs a severity",
+    ),
+    (
+        "bad-ref",
+        '    refs: ["GDPR:Art_32", "NIST:AC-2"]\n'
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{add_violation: high}]\n",
+        4,
+        "bad ref 'NIST:AC-2'",
+    ),
+    (
+        "no-refs",
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{add_violation: high}]\n",
+        5,
+        "add_violation needs at least one ref",
+    ),
+    (
+        "base-overwrite",
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{assert_fact: verb_class}]\n",
+        5,
+        "cannot overwrite base fact 'verb_class'",
+    ),
+    (
+        "extra-key",
+        "    severity: high\n    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{add_score: 1}]\n",
+        4,
+        "unknown keys ['severity']",
+    ),
+    (
+        "score-range",
+        "    conditions: [{field: verb_class, op: eq, value: delete}]\n"
+        "    actions: [{add_score: 500}]\n",
+        5,
+        "add_score needs a number in -100..100",
+    ),
+    (
+        "no-conditions",
+        "    conditions: []\n    actions: [{add_score: 1}]\n",
+        4,
+        "'conditions' must be a non-empty list",
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        (
-            """
-  - id: t.unknown_fact
-    description: x
-    conditions: [{fact: verb_clas, eq: delete}]
-    actions: [{add_score: 1}]
-""",
-            "unknown fact 'verb_clas'",
-        ),
-        (
-            """
-  - id: t.bad_op
-    description: x
-    conditions: [{fact: verb_class, approx: delete}]
-    actions: [{add_score: 1}]
-""",
-            "bad operator 'approx'",
-        ),
-        (
-            """
-  - id: t.op_kind
-    description: x
-    conditions: [{fact: verb_class, gte: 3}]
-    actions: [{add_score: 1}]
-""",
-            "bad operator 'gte' for str fact 'verb_class'",
-        ),
-        (
-            """
-  - id: t.bad_action
-    description: x
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{set_score: 1}]
-""",
-            "unknown action 'set_score'",
-        ),
-        (
-            """
-  - id: t.bad_severity
-    description: x
-    refs: ["SOC2:CC6.1"]
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{add_violation: severe}]
-""",
-            "add_violation needs a severity",
-        ),
-        (
-            """
-  - id: t.bad_ref
-    description: x
-    refs: ["NIST:AC-2"]
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{add_violation: high}]
-""",
-            "bad ref 'NIST:AC-2'",
-        ),
-        (
-            """
-  - id: t.no_refs
-    description: x
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{add_violation: high}]
-""",
-            "add_violation needs at least one ref",
-        ),
-        (
-            """
-  - id: t.neg_flag
-    description: x
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{assert_fact: gone}]
-  - id: t.neg_flag_user
-    description: x
-    conditions: [{fact: gone, eq: false}]
-    actions: [{add_score: 1}]
-""",
-            "flag 'gone' may only be tested with eq: true",
-        ),
-        (
-            """
-  - id: t.base_overwrite
-    description: x
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{assert_fact: verb_class}]
-""",
-            "cannot overwrite base fact 'verb_class'",
-        ),
-        (
-            """
-  - id: t.bad_regex
-    description: x
-    conditions: [{fact: scope, regex: "("}]
-    actions: [{add_score: 1}]
-""",
-            "bad regex",
-        ),
-        (
-            """
-  - id: t.two_ops
-    description: x
-    conditions: [{fact: sensitivity, gte: 1, lte: 3}]
-    actions: [{add_score: 1}]
-""",
-            "exactly one operator",
-        ),
-        (
-            """
-  - id: t.extra_key
-    description: x
-    severity: high
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{add_score: 1}]
-""",
-            "unknown keys ['severity']",
-        ),
-        (
-            """
-  - id: t.score_range
-    description: x
-    conditions: [{fact: verb_class, eq: delete}]
-    actions: [{add_score: 500}]
-""",
-            "add_score needs a number in -100..100",
-        ),
-        (
-            """
-  - id: t.no_conditions
-    description: x
-    conditions: []
-    actions: [{add_score: 1}]
-""",
-            "'conditions' must be a non-empty list",
-        ),
-    ],
-    ids=lambda v: None if v.startswith("\n") else v,
+    ("body", "line", "problem"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
 )
-def test_malformed_rule_names_file_rule_and_problem(
-    tmp_path: Path, body: str, problem: str
+def test_malformed_rule_names_file_line_rule_and_problem(
+    tmp_path: Path, body: str, line: int, problem: str
 ) -> None:
-    path = write_rules(tmp_path, "broken.yaml", body)
+    path = write_rules(tmp_path, "broken.yaml", HEAD + body)
     with pytest.raises(RuleError) as info:
         load_rules([path])
-    message = str(info.value)
-    assert str(path) in message
-    assert problem in message
-    assert info.value.rule_id is not None and info.value.rule_id in message
+    err = info.value
+    assert err.path == str(path)
+    assert err.line == line, str(err)
+    assert err.rule_id is not None
+    assert str(err).startswith(f"{path}:{line}: rule {err.rule_id!r}: "), str(err)
+    assert problem in err.message, str(err)
 
 
 def test_duplicate_id_across_files(tmp_path: Path) -> None:
@@ -219,14 +217,15 @@ def test_duplicate_id_across_files(tmp_path: Path) -> None:
         load_rules([first, second])
     assert info.value.rule_id == "t.same"
     assert str(second) in str(info.value)
-    assert f"duplicate rule id (first defined in {first})" in str(info.value)
+    assert info.value.line == 3
+    assert f"duplicate rule id (first defined in {first}:3)" in str(info.value)
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("rules: {not: a list}\n", "top level must be a mapping with a 'rules' list"),
-        ("rules: [\n", "cannot read rules"),
+        ("rules: [\n", "invalid YAML"),
         ("rules:\n  - description: no id\n", "needs an id"),
     ],
 )
@@ -249,15 +248,15 @@ def test_chaining_reaches_fixed_point(tmp_path: Path) -> None:
   - id: t.c
     description: c
     refs: ["SOC2:CC7.2"]
-    conditions: [{fact: flag_b, eq: true}]
+    conditions: [{field: flag_b, op: eq, value: true}]
     actions: [{add_score: 30}, {add_violation: medium}]
   - id: t.b
     description: b
-    conditions: [{fact: flag_a, eq: true}]
+    conditions: [{field: flag_a, op: eq, value: true}]
     actions: [{assert_fact: flag_b}]
   - id: t.a
     description: a
-    conditions: [{fact: verb_class, eq: delete}]
+    conditions: [{field: verb_class, op: eq, value: delete}]
     actions: [{assert_fact: flag_a}]
 """
     write_rules(tmp_path, "chain.yaml", body)

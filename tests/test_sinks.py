@@ -1,4 +1,4 @@
-"""The proxy's end of the recorder pipe (addon/sinks.py): batching, retention of every call
+"""The proxy's end of the recorder pipe (addon/sinks): batching, retention of every call
 until the recorder says it is durable, what a successor is handed; the recorder's side of it; and
 the hot path's host helper (addon/route.py)."""
 
@@ -26,6 +26,7 @@ from addon.acks import Acks
 from addon.event import Event
 from addon.recorder import Recorder
 from addon.route import host_name
+from addon.sinks import process, retention
 from addon.spool import Spool
 from addon.wire import (
     AgentSeen,
@@ -67,7 +68,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         seen.append(len(bufs))
         return real(fd, bufs)
 
-    monkeypatch.setattr(sinks.os, "writev", counting)
+    monkeypatch.setattr(process.os, "writev", counting)
     return seen
 
 
@@ -75,7 +76,7 @@ def test_captures_of_consecutive_loop_iterations_share_one_write(
     tmp_path: Any, writes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "got"
-    monkeypatch.setattr(sinks, "FLUSH_DELAY", 0.5)  # far longer than 20 loop iterations take
+    monkeypatch.setattr(process, "FLUSH_DELAY", 0.5)  # far longer than 20 loop iterations take
 
     async def run() -> None:
         sink = Keeper(str(out)).start(asyncio.get_running_loop())
@@ -101,7 +102,7 @@ def test_a_large_backlog_goes_at_the_next_iteration(tmp_path: Any, writes: list[
     async def run() -> None:
         sink = Keeper(str(out)).start(asyncio.get_running_loop())
         sink.send(Chunk("evt_small", b"x"))
-        sink.send(Chunk("evt_big", b"x" * sinks.FLUSH_BYTES))
+        sink.send(Chunk("evt_big", b"x" * process.FLUSH_BYTES))
         await asyncio.sleep(0)
         assert writes and writes[0] == 2  # no timer wait once FLUSH_BYTES are waiting
         sink.close()
@@ -227,9 +228,9 @@ def test_a_call_is_kept_until_its_last_event_is_durable_then_let_go() -> None:
         sink.send(begin("evt_refused", status_code=403))  # its only event is its request event
         sink.send(begin("evt_last"))
         sink.send(end("evt_last"))
-        await until(lambda: "evt_last" not in sink._held)  # answers come in order
-        assert list(sink._held) == ["evt_b", "evt_c"]
-        assert sink._held["evt_b"].request and not sink._held["evt_b"].response
+        await until(lambda: "evt_last" not in sink.held.calls)  # answers come in order
+        assert list(sink.held.calls) == ["evt_b", "evt_c"]
+        assert sink.held.calls["evt_b"].request and not sink.held.calls["evt_b"].response
         assert sink.retained_bytes == frames_of([*streamed("evt_b", b"z"), begin("evt_c")])
         assert sink.backlog_bytes == 0  # all of it is in the pipe: kept all the same
         sink.close()
@@ -254,8 +255,8 @@ def test_a_dead_recorder_hands_over_every_call_not_durable_in_order(
             begin("evt_z"), end("evt_z"),
         ]:  # fmt: skip
             sink.send(m)
-        await until(lambda: "evt_z" not in sink._held)
-        monkeypatch.setattr(sinks, "FLUSH_DELAY", 60.0)  # what follows stays in the outbox
+        await until(lambda: "evt_z" not in sink.held.calls)
+        monkeypatch.setattr(process, "FLUSH_DELAY", 60.0)  # what follows stays in the outbox
         sink.send(sight)
         sink.send(Chunk("evt_c", b"5"))  # a stream still going
         kill(sink)
@@ -288,7 +289,7 @@ def test_past_the_bound_a_call_goes_without_a_copy_and_is_counted_exactly_if_los
 ) -> None:
     one: list[ToRecorder] = [begin("evt_1", body=b"a" * 500), end("evt_1")]
     monkeypatch.setattr(
-        sinks, "MAX_RETAINED_BYTES", frames_of(one) + len(frame(begin("evt_2"))) + 10
+        retention, "MAX_RETAINED_BYTES", frames_of(one) + len(frame(begin("evt_2"))) + 10
     )
 
     async def run() -> Acker:

@@ -4,9 +4,11 @@ itself was SIGKILLed. Real subprocesses, real ports, a temporary ``GOVRIX_HOME``
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from scripts import stack
+from addon import config
+from scripts import database, pgembed, pidfiles, plan, stack
+from scripts.ports import accepts, http_ok, port_free, port_owner
 from tests.proxyharness import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +103,7 @@ def cmdline(pid: int) -> str:
 
 
 def bindable(port: int) -> bool:
-    return stack.port_free("127.0.0.1", port)
+    return port_free("127.0.0.1", port)
 
 
 class Up:
@@ -144,7 +148,7 @@ def cleanup() -> Iterator[list[Any]]:
     for u in ups:
         u.kill()
         for path in (u.home / "run").glob("*.json"):
-            rec = stack.Record(**json.loads(path.read_text()))
+            rec = pidfiles.Record(**json.loads(path.read_text()))
             for pid in rec.members():  # only the processes we started, never a recycled pid
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -195,10 +199,10 @@ def test_owner_of_another_user_is_named_by_user(monkeypatch: pytest.MonkeyPatch)
 
     with listener() as held:
         port = held.getsockname()[1]
-        assert f"pid {os.getpid()} (" in stack.port_owner(port)
+        assert f"pid {os.getpid()} (" in port_owner(port)
         monkeypatch.setattr(os, "readlink", readlink)
         monkeypatch.setattr(os, "geteuid", lambda: 4242)
-        text = stack.port_owner(port)
+        text = port_owner(port)
     assert "another user's process" in text and f"uid {os.getuid()}" in text
     assert "pid" not in text
 
@@ -212,8 +216,8 @@ def test_up_answers_then_down_stops_everything(dsn: str, tmp_path: Path, cleanup
     cleanup.append(u)
     u.wait_up()
     # "up" means answering: the API's /health and every proxy listener, right now.
-    assert stack.http_ok("127.0.0.1", ports[1], "/health")
-    assert all(stack.accepts("127.0.0.1", p) for p in (ports[0], ports[2], ports[3]))
+    assert http_ok("127.0.0.1", ports[1], "/health")
+    assert all(accepts("127.0.0.1", p) for p in (ports[0], ports[2], ports[3]))
     pids = u.pids()
     assert set(pids) == {"up", "api", "proxy"} and pids["up"] == u.proc.pid
     proxy_group = group_of(pids["proxy"])
@@ -249,7 +253,7 @@ def test_down_after_up_was_sigkilled(dsn: str, tmp_path: Path, cleanup: list[Up]
     orphans = {pids["api"], *group_of(pids["proxy"])}
     u.kill()  # SIGKILL: nothing of up's own clean-up runs; its children keep serving
     assert not any(gone(p) for p in orphans)
-    assert stack.accepts("127.0.0.1", ports[0])
+    assert accepts("127.0.0.1", ports[0])
 
     again = run("up", env, timeout=30)  # refused, naming what is left and how to stop it
     assert again.returncode != 0 and UP not in again.stdout
@@ -267,20 +271,175 @@ def test_down_after_up_was_sigkilled(dsn: str, tmp_path: Path, cleanup: list[Up]
 
 def test_a_recycled_pid_is_not_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pidfile whose pid now runs something else (another start time) stops nothing."""
-    monkeypatch.setattr(stack, "RUN", tmp_path)
+    monkeypatch.setattr(pidfiles, "RUN", tmp_path)
     sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
     try:
-        real = stack.Record.of("api", sleeper.pid, group=True, cmd=["sleep"], ports=[])
+        real = pidfiles.Record.of("api", sleeper.pid, group=True, cmd=["sleep"], ports=[])
         assert real.members() == [sleeper.pid]
-        fake = stack.Record(**{**real.__dict__, "start": real.start - 1})
+        fake = pidfiles.Record(**{**real.__dict__, "start": real.start - 1})
         fake.save()
         assert fake.members() == []
-        lines = stack.stop_records([fake])
+        lines = pidfiles.stop_records([fake])
         assert lines == [f"api: not running (pid {sleeper.pid} is gone; pidfile removed)"]
         assert sleeper.poll() is None  # untouched: no signal was sent
         assert not fake.path.exists()
-        assert stack.stop_records([real]) == [f"api: stopped pid {sleeper.pid} (SIGTERM)"]
+        assert pidfiles.stop_records([real]) == [f"api: stopped pid {sleeper.pid} (SIGTERM)"]
         assert sleeper.wait(5) == -signal.SIGTERM
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# -- where the database is: one way for the stack, every operator command and the proxy ---------
+
+
+def test_default_plan_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without GOVRIX_*_HOST, `up` binds the proxy, its metrics and the API to 127.0.0.1."""
+    monkeypatch.delenv("GOVRIX_PROXY_HOST", raising=False)
+    monkeypatch.delenv("GOVRIX_API_HOST", raising=False)
+    args = stack.parser().parse_args(["up"])
+    planned = plan.planned_ports(args, {})
+    assert {p.role for p in planned} == {"proxy", "proxy metrics", "api"}
+    assert {p.host for p in planned} == {"127.0.0.1"}
+    cmds = dict(plan.children(args))
+    proxy_cmd = cmds["proxy"]
+    assert proxy_cmd[proxy_cmd.index("--listen-host") + 1] == "127.0.0.1"
+    assert cmds["api"][cmds["api"].index("--host") + 1] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("user", "reachable", "where"),
+    [
+        (None, False, "state"),  # not root: the server runs as us, beside the tools' files
+        ("postgres", True, "state"),  # root, checkout reachable by the server's user
+        ("postgres", False, "system"),  # root, checkout in a private (0700) directory
+    ],
+)
+def test_cluster_location(tmp_path: Path, user: str | None, reachable: bool, where: str) -> None:
+    c = pgembed.Cluster(tmp_path / "checkout" / ".govrix")
+    base = pgembed.choose_base(c, user, lambda path, who: reachable)
+    if where == "state":
+        assert base == c.state == c.home / "pg"
+    else:
+        assert base.parent == pgembed.SYSTEM_ROOT
+        assert base == pgembed.system_base(c.home)  # stable: the same checkout, the same folder
+        assert base != pgembed.system_base(tmp_path / "other" / ".govrix")
+
+
+def test_pointer_file_ties_the_cluster_to_its_checkout(tmp_path: Path) -> None:
+    c = pgembed.Cluster(tmp_path / ".govrix")
+    assert c.data == c.home / "pg" / "data"
+    c.state.mkdir(parents=True)
+    c.location_file.write_text("/var/lib/govrix/0123456789abcdef\n")
+    assert c.data == Path("/var/lib/govrix/0123456789abcdef/data")
+    assert c.log.parent == c.base == Path("/var/lib/govrix/0123456789abcdef")
+    # What the tools read stays in the checkout.
+    assert {c.password_file.parent, c.port_file.parent, c.url_file.parent} == {c.state}
+
+
+def test_addon_reads_the_embedded_url_file_by_default(tmp_path: Path) -> None:
+    home = tmp_path / ".govrix"
+    c = pgembed.Cluster(home)
+    assert c.url_file == home / config.EMBEDDED_URL_FILE  # the two sides agree on the place
+    env = {"GOVRIX_HOME": str(home)}
+    assert config.load(env).database_url is None  # no cluster: no database (spool only)
+    c.state.mkdir(parents=True)
+    c.url_file.write_text("postgresql://govrix:pw@127.0.0.1:54329/govrix\n")
+    assert config.load(env).database_url == "postgresql://govrix:pw@127.0.0.1:54329/govrix"
+    other = tmp_path / "url"
+    other.write_text("postgresql://elsewhere/db\n")
+    assert config.load(env | {"GOVRIX_DATABASE_URL_FILE": str(other)}).database_url == (
+        "postgresql://elsewhere/db"
+    )
+    explicit = env | {"GOVRIX_DATABASE_URL": "postgresql://explicit/db"}
+    assert config.load(explicit).database_url == "postgresql://explicit/db"
+    with pytest.raises(
+        config.ConfigError, match=r"GOVRIX_DATABASE_URL_FILE: .*nope does not exist"
+    ):
+        config.load(env | {"GOVRIX_DATABASE_URL_FILE": str(tmp_path / "nope")})
+
+
+def test_runtime_code_imports_no_operator_script() -> None:
+    """addon/ and api/ run in the proxy and the API: the cluster's place reaches them as
+    configuration, never by importing scripts/."""
+    offenders = []
+    for path in [*ROOT.glob("addon/**/*.py"), *ROOT.glob("api/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n.split(".")[0] == "scripts" for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_explicit_url_wins_and_is_never_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_embedded(*_: object, **__: object) -> None:
+        raise AssertionError("the embedded cluster was started")
+
+    monkeypatch.setattr(pgembed, "start", no_embedded)
+    assert database.locate("postgresql://a/b", {"GOVRIX_DATABASE_URL": "postgresql://c/d"}).url == (
+        "postgresql://a/b"
+    )
+    got = database.locate(None, {"GOVRIX_DATABASE_URL": "postgresql://c/d"})
+    assert got == database.Database("postgresql://c/d", embedded=False)
+    assert database.redact("postgresql://u:secret@h:1/d") == "postgresql://u:***@h:1/d"
+
+
+def _cli(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.timeout(300)
+def test_operator_commands_find_a_private_checkouts_cluster(tmp_path: Path) -> None:
+    """A checkout the server's user cannot reach (as root: pytest's 0700 tmp folder, like a clone
+    in root's home): the cluster goes to a system folder tied to the checkout by a pointer file,
+    and `pgembed`, `migrate`, `apikey` and the addon's configuration all find it there, with no
+    GOVRIX_DATABASE_URL anywhere."""
+    private = tmp_path / "priv"
+    private.mkdir(mode=0o700)
+    home = private / "checkout" / ".govrix"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVRIX_")}
+    env["GOVRIX_HOME"] = str(home)
+    c = pgembed.Cluster(home)
+    try:
+        started = _cli("scripts.pgembed", "start", env=env)
+        assert started.returncode == 0, started.stderr
+        if os.geteuid() == 0:
+            assert c.location_file.read_text().strip() == str(pgembed.system_base(home))
+            assert c.base.stat().st_uid != 0 and c.base.stat().st_mode & 0o777 == 0o700
+        else:
+            assert not c.location_file.exists() and c.base == home / "pg"
+        assert started.stdout.startswith(f"running on 127.0.0.1:{c.port()} (data {c.data})")
+        assert c.password_file.stat().st_mode & 0o777 == 0o600
+        assert c.url_file.stat().st_mode & 0o777 == 0o600
+
+        url = _cli("scripts.pgembed", "url", env=env)
+        assert url.stdout.strip() == c.url() == config.load(env).database_url
+
+        migrated = _cli("scripts.migrate", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert migrated.stdout.startswith("migrations applied: 001_events.sql")
+        key = _cli("scripts.apikey", "create", "--customer", "acme", "--tier", "pro", env=env)
+        assert key.returncode == 0, key.stderr
+        assert key.stdout.startswith("sk-pro-")
+        listed = _cli("scripts.apikey", "list", env=env)
+        assert listed.returncode == 0 and "  acme  pro  " in listed.stdout, listed.stderr
+        assert _cli("scripts.migrate", env=env).stdout == "migrations applied: none (up to date)\n"
+
+        stopped = _cli("scripts.pgembed", "stop", env=env)
+        assert stopped.stdout.strip() == f"stopped (data {c.data})"
+    finally:
+        pgembed.stop(c, mode="immediate")
+        if c.base != c.state:
+            shutil.rmtree(c.base, ignore_errors=True)

@@ -1,9 +1,9 @@
 """Budgets: reserve an upper bound of what the call can cost before it is forwarded, or 429.
 
-The bound is ``addon.budgets.call_cost`` (the decoded body's bytes, the request's own completion
-limit, priced when a USD budget applies); the reservation is settled with the real usage when the
-recorder has read it (``Settle``), so concurrent calls cannot overshoot by more than the last
-admitted call (``addon/budgets.py``). A call refused only because calls in flight hold the rest
+The bound is ``addon.budgets.call_cost`` (``addon/budgets/cost.py``: the decoded body's bytes,
+the request's own completion limit, priced when a USD budget applies); the reservation is settled
+with the real usage when the recorder has read it (``Settle``), so concurrent calls cannot
+overshoot by more than the last admitted call (``addon/budgets/``). A call refused only because calls in flight hold the rest
 waits for them (``GOVRIX_BUDGET_WAIT`` seconds, a :class:`Hold`) and is admitted if it then fits.
 A body that cannot be parsed is refused under ``GOVRIX_UNPARSEABLE=refuse``, bounded by its
 size under ``forward``.

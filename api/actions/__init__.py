@@ -2,9 +2,10 @@
 
 Mount in an app whose lifespan puts its pool in ``app.state.pool``::
 
-    from api.actions import ScoringService
+    from api.actions import ScoringService, scoring_router
     scoring = ScoringService.from_env()
-    Litestar(route_handlers=[..., scoring.router], lifespan=[lifespan, scoring.lifespan], ...)
+    Litestar(route_handlers=[..., scoring_router(scoring)], lifespan=[lifespan, scoring.lifespan],
+             exception_handlers={Exception: api.errors.handle_exception}, ...)
 
 (or call ``await scoring.start(pool)`` / ``await scoring.stop()`` from an existing lifespan).
 Routes: ``POST /events``, ``POST /events/batch``, ``GET /scores/{customer_id}``,
@@ -12,6 +13,7 @@ Routes: ``POST /events``, ``POST /events/batch``, ``GET /scores/{customer_id}``,
 """
 
 from api.actions.config import ConfigError, RateLimit, Settings
+from api.actions.routes import scoring_router
 from api.actions.service import ScoringService
 
-__all__ = ["ConfigError", "RateLimit", "ScoringService", "Settings"]
+__all__ = ["ConfigError", "RateLimit", "ScoringService", "Settings", "scoring_router"]

@@ -20,7 +20,6 @@ import msgspec
 
 from api.scoring import LLMConfig
 
-TIERS = ("starter", "pro", "enterprise")
 DEFAULT_RATES = {"starter": 10.0, "pro": 100.0, "enterprise": 1000.0}
 
 

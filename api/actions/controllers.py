@@ -15,8 +15,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from api.actions import store
-from api.actions.errors import ActionsError, bad_request
+from api.actions import score_queries
 from api.actions.schemas import (
     MAX_BATCH,
     BatchAccepted,
@@ -28,12 +27,12 @@ from api.actions.schemas import (
 )
 from api.actions.service import ScoringService
 from api.actions.store import Principal
-from api.errors import error_responses
+from api.errors import ApiError, bad_request, error_responses
 from api.scoring import ActionEvent, ValidationError, decode_action_event
-from api.scoring.models import RiskLevel
+from api.scoring.bands import RiskLevel
 
 _BATCH = msgspec.json.Decoder(BatchIn)
-ScoringDep = NamedDependency[ScoringService]  # provided by the scoring router as ``scoring``
+ScoringDep = NamedDependency[ScoringService]  # provided by routes.scoring_router as ``scoring``
 
 
 def _caller(request: Request[Any, Any, Any]) -> Principal:
@@ -43,7 +42,7 @@ def _caller(request: Request[Any, Any, Any]) -> Principal:
 
 def _own(caller: Principal, customer_id: str) -> None:
     if caller.customer_id != customer_id:
-        raise ActionsError(403, "this API key may only read its own customer's scores")
+        raise ApiError(403, "this API key may only read its own customer's scores")
 
 
 class EventsController(Controller):
@@ -122,9 +121,9 @@ class ScoresController(Controller):
         """One score with its full decomposition; 404 when the caller's customer has none."""
         caller = _caller(request)
         async with scoring.pool.connection() as conn:
-            detail = await store.score_detail(conn, caller.customer_id, event_id)
+            detail = await score_queries.score_detail(conn, caller.customer_id, event_id)
         if detail is None:
-            raise ActionsError(404, "score not found")
+            raise ApiError(404, "score not found")
         return detail
 
     @get(
@@ -149,7 +148,7 @@ class ScoresController(Controller):
         the number matching the filters."""
         _own(_caller(request), customer_id)
         async with scoring.pool.connection() as conn:
-            items, total = await store.list_scores(
+            items, total = await score_queries.list_scores(
                 conn,
                 customer_id,
                 page=page,
@@ -176,4 +175,4 @@ class ScoresController(Controller):
         """Total, average score, count per risk level, and the queue backlog."""
         _own(_caller(request), customer_id)
         async with scoring.pool.connection() as conn:
-            return await store.summary(conn, customer_id, from_date, to_date)
+            return await score_queries.summary(conn, customer_id, from_date, to_date)

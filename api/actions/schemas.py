@@ -11,17 +11,10 @@ from typing import Literal
 import msgspec
 
 from api.scoring import ScoreComponent, ScoreResult, Violation
-from api.scoring.models import RiskLevel, ScoringSource
+from api.scoring.bands import RISK_LEVELS, RiskLevel
+from api.scoring.models import ScoringSource
 
 MAX_BATCH = 1000
-RISK_LEVELS: tuple[RiskLevel, ...] = ("none", "low", "medium", "high", "critical")
-
-
-class ErrorOut(msgspec.Struct, omit_defaults=True):
-    """Every error: `{"error": "..."}`, plus the field at fault for a 400."""
-
-    error: str
-    field: str | None = None
 
 
 class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,6 +102,10 @@ class LevelCounts(msgspec.Struct):
     medium: int = 0
     high: int = 0
     critical: int = 0
+
+
+# Spelled out for the OpenAPI schema and mypy; the levels themselves live in api/scoring/bands.py.
+assert LevelCounts.__struct_fields__ == RISK_LEVELS, "one count per risk level"
 
 
 class ScoreSummary(msgspec.Struct):

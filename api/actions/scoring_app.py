@@ -10,30 +10,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from litestar import Litestar
-from psycopg_pool import AsyncConnectionPool
 
 from api.actions.config import Settings
+from api.actions.routes import scoring_router
 from api.actions.service import ScoringService
-
-
-def make_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool[Any]:
-    """A closed autocommit pool in UTC, like the main API's."""
-    return AsyncConnectionPool(
-        database_url,
-        min_size=2,
-        max_size=max_size,
-        open=False,
-        timeout=5.0,
-        kwargs={
-            "autocommit": True,
-            "options": "-c TimeZone=UTC",
-            "application_name": "govrix-scoring",
-        },
-        name="govrix-scoring",
-    )
+from api.db import make_pool
+from api.errors import handle_exception
 
 
 def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
@@ -42,7 +26,9 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = make_pool(database_url, max_size=max(4, service.settings.workers + 8))
+        pool = make_pool(
+            database_url, max_size=max(4, service.settings.workers + 8), name="govrix-scoring"
+        )
         await pool.open(wait=True)
         app.state.pool = pool
         try:
@@ -50,7 +36,11 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
         finally:
             await pool.close()
 
-    return Litestar(route_handlers=[service.router], lifespan=[lifespan, service.lifespan])
+    return Litestar(
+        route_handlers=[scoring_router(service)],
+        lifespan=[lifespan, service.lifespan],
+        exception_handlers={Exception: handle_exception},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,8 @@
-"""The scoring service: engine, keys, rate limits, queue workers and the router, in one object.
+"""The scoring service: engine, keys, rate limits and queue workers, in one object.
 
-An app mounts it with its router and its lifespan (see `api/actions/__init__.py`); the service
-borrows the app's connection pool, it never makes one.
+An app mounts it with `scoring_router(service)` (api/actions/routes.py) and its lifespan (see
+`api/actions/__init__.py`); the service borrows the app's connection pool, it never makes one,
+and it knows nothing of controllers or routers.
 """
 
 from __future__ import annotations
@@ -12,20 +13,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from litestar import Litestar, Router
+from litestar import Litestar
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from psycopg_pool import AsyncConnectionPool
 
-from api.actions import store
+from api.actions import score_queries, store
 from api.actions.auth import KeyAuthenticator
 from api.actions.config import Settings
-from api.actions.errors import ActionsError, bad_request, handle
 from api.actions.queue import QueueWorkers
 from api.actions.ratelimit import RateLimiter
 from api.actions.schemas import BatchAccepted, EventQueued, EventScored
 from api.actions.store import Principal
+from api.errors import ApiError, bad_request
 from api.scoring import ActionEvent, Engine
 
 Pool = AsyncConnectionPool[Any]
@@ -48,7 +48,6 @@ class ScoringService:
         self.keys = KeyAuthenticator(self.settings.key_cache_seconds)
         self._pool: Pool | None = None
         self._workers: QueueWorkers | None = None
-        self.router = self._make_router()
 
     @classmethod
     def from_env(cls) -> ScoringService:
@@ -82,7 +81,7 @@ class ScoringService:
     @property
     def pool(self) -> Pool:
         if self._pool is None:
-            raise ActionsError(503, "scoring service not started")
+            raise ApiError(503, "scoring service not started")
         return self._pool
 
     # --- auth and rate limit --------------------------------------------------------------
@@ -90,19 +89,17 @@ class ScoringService:
     async def guard(
         self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
     ) -> None:
-        """Every scoring route: a live `X-API-Key` (401) within its tier's rate (429)."""
+        """Every scoring route: a live `X-API-Key` (401) within its tier's rate (429). A database
+        outage surfaces as the 503 of api/errors.py."""
         key = connection.headers.get(API_KEY_HEADER)
         if not key:
-            raise ActionsError(401, "missing X-API-Key header")
-        try:
-            principal = await self.keys.authenticate(self.pool, key)
-        except psycopg.OperationalError as e:
-            raise ActionsError(503, "database unavailable") from e
+            raise ApiError(401, "missing X-API-Key header")
+        principal = await self.keys.authenticate(self.pool, key)
         if principal is None:
-            raise ActionsError(401, "invalid or revoked API key")
+            raise ApiError(401, "invalid or revoked API key")
         wait = self.limiter.take(principal.customer_id, principal.tier)
         if wait:
-            raise ActionsError(
+            raise ApiError(
                 429,
                 f"rate limit of the {principal.tier} tier exceeded; retry in {wait} s",
                 headers={"Retry-After": str(wait)},
@@ -136,10 +133,10 @@ class ScoringService:
                         return EventScored.from_result(result)
                 # Already stored (a repeat, possibly concurrent: the insert above waited for the
                 # other transaction to commit before reporting the conflict).
-                previous = await store.stored_score(conn, cid, event.event_id)
+                previous = await score_queries.stored_score(conn, cid, event.event_id)
                 if previous is not None:
                     return previous
-                status = await store.queue_status(conn, cid, event.event_id)
+                status = await score_queries.queue_status(conn, cid, event.event_id)
                 return EventQueued(event.event_id, "failed" if status == "failed" else "pending")
         except psycopg.DataError as e:  # e.g. a \u0000 that PostgreSQL text cannot hold
             raise bad_request("body", "a value cannot be stored (NUL character?)") from e
@@ -158,27 +155,3 @@ class ScoringService:
         except psycopg.DataError as e:
             raise bad_request("events", "a value cannot be stored (NUL character?)") from e
         return BatchAccepted(event_ids=list(unique), count=len(unique))
-
-    # --- routing --------------------------------------------------------------------------
-
-    def _make_router(self) -> Router:
-        from api.actions.controllers import EventsController, ScoresController
-
-        # Closures, not bound methods: Litestar deep-copies routers, and a bound method would
-        # drag a copy of this service (locks, pool) along.
-        def provide_service() -> ScoringService:
-            return self
-
-        async def guard(
-            connection: ASGIConnection[Any, Any, Any, Any], h: BaseRouteHandler
-        ) -> None:
-            await self.guard(connection, h)
-
-        return Router(
-            path="/",
-            route_handlers=[EventsController, ScoresController],
-            guards=[guard],
-            dependencies={"scoring": Provide(provide_service, sync_to_thread=False)},
-            exception_handlers={Exception: handle},
-            tags=["action risk scoring"],
-        )

@@ -326,19 +326,3 @@ class Engine:
         except llm_fallback.LLMFallbackError as exc:
             return llm_fallback.mark_failed(result, str(exc))
         return llm_fallback.merge_verdict(result, verdict)
-
-    def score_with_fallback_sync(
-        self,
-        event: ActionEvent,
-        history: HistoryFacts | None = None,
-        llm: llm_fallback.LLMConfig | None = None,
-    ) -> ScoreResult:
-        """Blocking twin of `score_with_fallback` for workers and scripts."""
-        result, facts = self._score(event, history)
-        if llm is None or not llm_fallback.should_consult(result, llm):
-            return result
-        try:
-            verdict = llm_fallback.consult_sync(llm, self._llm_payload(result, facts))
-        except llm_fallback.LLMFallbackError as exc:
-            return llm_fallback.mark_failed(result, str(exc))
-        return llm_fallback.merge_verdict(result, verdict)

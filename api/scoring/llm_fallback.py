@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from api.scoring.bands import LEVEL_ORDER, SEVERITY_FLOOR, clamp_score, risk_level_for
-from api.scoring.models import RiskLevel, ScoreComponent, ScoreResult
+from api.scoring.bands import LEVEL_ORDER, SEVERITY_FLOOR, RiskLevel, clamp_score, risk_level_for
+from api.scoring.models import ScoreComponent, ScoreResult
 
 DEFAULT_THRESHOLD = 0.8
 MAX_LLM_WEIGHT = 0.5
@@ -129,21 +129,6 @@ async def consult_async(config: LLMConfig, payload: dict[str, Any]) -> LLMVerdic
     try:
         async with httpx.AsyncClient(timeout=config.timeout) as client:
             response = await client.post(url, headers=headers, content=body)
-    except httpx.TimeoutException as exc:
-        raise LLMFallbackError(f"LLM timed out after {config.timeout:g}s") from exc
-    except httpx.HTTPError as exc:
-        raise LLMFallbackError(f"LLM request failed: {type(exc).__name__}") from exc
-    return parse_response(response.status_code, response.content)
-
-
-def consult_sync(config: LLMConfig, payload: dict[str, Any]) -> LLMVerdict:
-    """Ask the LLM (blocking; for scripts and workers, never the proxy's hot path)."""
-    import httpx
-
-    url, headers, body = build_request(config, payload)
-    try:
-        with httpx.Client(timeout=config.timeout) as client:
-            response = client.post(url, headers=headers, content=body)
     except httpx.TimeoutException as exc:
         raise LLMFallbackError(f"LLM timed out after {config.timeout:g}s") from exc
     except httpx.HTTPError as exc:

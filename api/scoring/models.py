@@ -12,13 +12,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+# Re-exported: the levels are defined once, in bands.py; older imports name this module.
+from api.scoring.bands import RiskLevel as RiskLevel
+from api.scoring.bands import Severity as Severity
+
 Classification = Literal[
     "public", "internal", "pii", "pii_sensitive", "financial", "health", "auth", "legal"
 ]
-RiskLevel = Literal["none", "low", "medium", "high", "critical"]
 ScoringSource = Literal["rules", "rules+llm", "rules:llm_failed"]
 ComponentSource = Literal["intrinsic", "rule", "llm"]
-Severity = Literal["low", "medium", "high", "critical"]
 
 # domain:scope:verb; the scope may hold dots, dashes and slashes ("org/repo"), the verb may be
 # dotted ("pr.create"). msgspec patterns are unanchored searches, hence ^…$.

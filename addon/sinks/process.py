@@ -1,28 +1,10 @@
-"""How captures reach the recorder: a child process through a pipe, or a recorder in-process.
+"""``ProcessSink``: the recorder as a child process (``python -m addon.recorder``), fed through its
+stdin from the event loop without ever blocking it.
 
-``ProcessSink`` (the default for a live proxy) starts ``python -m addon.recorder`` and writes
-frames to its stdin without ever blocking the event loop: messages wait in an in-memory outbox
-until the pipe takes them (``add_writer``), and answers are read with ``add_reader``.
-
-A capture is not forgotten once it is in the pipe: the sink keeps every frame of a call (by its
-key) until the recorder answers ``Durable`` for the call's last event (its response event; for a
-call the proxy answered itself, its request event), i.e. until that event is committed to
-PostgreSQL or appended to the spool file. If the child dies, every call it had not made durable is
-handed back to the owner (``on_death(lost, waiting)``), in order and whole (Begin, Stream, Chunks,
-End), the ``Begin`` marked ``resent`` (and ``recorded`` when its request event is durable), for a
-new recorder process (or, if they keep dying, one in-process). ``lost`` counts the events that
-cannot be recovered; normally 0. Retention is per call, so a long stream pins only itself.
-
-What is not kept: ``AgentSeen`` and ``Score`` messages once they are in the pipe (an agent's
-registration and ``last_seen_at``, sent again with its first call a minute or more later; an
-inline MCP score row, whose call's own events are kept); those still in the outbox are handed
-over. Past ``MAX_RETAINED_BYTES`` kept,
-a call's captures are sent without a copy (``unguarded``, counted and logged): its events are lost
-only if the recorder dies before they are durable, and then they are counted in ``lost``. Past
-``MAX_OUTBOX_BYTES`` waiting for the pipe, new captures are dropped (``dropped``, as before).
-
-``InlineSink`` runs the recorder in the proxy's own process: at once (offline replay) or right
-after the current hook returns (``GOVRIX_RECORDER=inline``, or after children kept dying).
+Captures wait in an outbox and leave in one ``writev`` per ``FLUSH_DELAY`` (or at once past
+``FLUSH_BYTES``); answers are read with ``add_reader``. Each call's frames are kept in
+``held`` (``retention.py``) until the recorder says they are durable; at the child's death they go
+to ``on_death`` for a successor. See the package docstring (``addon/sinks``).
 """
 
 from __future__ import annotations
@@ -42,27 +24,14 @@ from typing import Any, Self
 
 import msgspec
 
-from addon.wire import (
-    Begin,
-    Chunk,
-    Deframer,
-    Durable,
-    End,
-    Stats,
-    Stream,
-    ToProxy,
-    ToRecorder,
-    frame,
-)
+from addon.sinks.retention import KEYED, HeldCalls
+from addon.wire import Deframer, Durable, Stats, ToProxy, ToRecorder, frame
 
 log = logging.getLogger("govrix.channel")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 #: Past this many bytes waiting for a stuck recorder, new captures are dropped (counted, logged).
 MAX_OUTBOX_BYTES = 256 * 1024 * 1024
-#: Past this many bytes kept for calls the recorder has not made durable, a call's captures go
-#: without a copy kept (counted, logged): lost only if the recorder dies before it writes them.
-MAX_RETAINED_BYTES = MAX_OUTBOX_BYTES
 #: Captures wait up to this long in the outbox so that one write carries many of them. A write
 #: that wakes the recorder cost the loop 34-43 µs on the benchmark VM; written at each loop
 #: iteration (two writes per request) that was about 30% of the addon's time on the loop at
@@ -72,72 +41,8 @@ FLUSH_DELAY = 0.010
 FLUSH_BYTES = 256 * 1024
 
 
-class InlineSink:
-    """The recorder in this process."""
-
-    mode = "inline"
-
-    def __init__(self, recorder: Any, *, deferred: bool) -> None:
-        self.recorder = recorder
-        self.deferred = deferred
-        self._queue: list[ToRecorder] = []
-        self._scheduled = False
-
-    def send(self, msg: ToRecorder) -> None:
-        if not self.deferred:
-            self.recorder.handle(msg)
-            return
-        self._queue.append(msg)
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._drain()
-                return
-            self._scheduled = True
-            loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._scheduled = False
-        queue, self._queue = self._queue, []
-        for msg in queue:
-            self.recorder.handle(msg)
-
-    @property
-    def backlog_bytes(self) -> int:
-        return 0
-
-    @property
-    def retained_bytes(self) -> int:
-        return 0  # the recorder shares this process: nothing to hand to a successor
-
-    def close(self, timeout: float = 30.0) -> None:
-        self._drain()
-        self.recorder.stop()
-
-
-_KEYED = (Begin, Stream, Chunk, End)
-
-
-class _Held:
-    """The frames of one call, kept until the recorder says its events are durable."""
-
-    __slots__ = ("frames", "request", "response", "size")
-
-    def __init__(self, *, request: bool, response: bool) -> None:
-        self.frames: list[bytes] | None = []  # None: sent without a copy (MAX_RETAINED_BYTES)
-        self.size = 0
-        self.request = request  # its request event is durable (or none will come)
-        self.response = response  # its response event is, or it has none (answered by the proxy)
-
-    @property
-    def missing(self) -> int:
-        """Events of this call not durable yet."""
-        return (not self.request) + (not self.response)
-
-
 class ProcessSink:
-    """The recorder as a child process, fed through its stdin; see the module docstring."""
+    """The recorder as a child process, fed through its stdin; see the package docstring."""
 
     mode = "process"
 
@@ -158,7 +63,6 @@ class ProcessSink:
         self.written = 0  # messages wholly in the pipe
         self.handled = 0  # messages the child reported handled
         self.dropped = 0  # messages refused because the outbox was full
-        self.unguarded = 0  # calls sent without a copy kept (MAX_RETAINED_BYTES)
         self.unacknowledged = 0  # events not durable when close() gave up on the child
         #: At death: calls with events lost (sent without a copy), e.g. to release reservations.
         self.lost_keys: list[str] = []
@@ -167,8 +71,8 @@ class ProcessSink:
         self._frames: collections.deque[bytes] = collections.deque()
         self._head = 0  # bytes of the first frame already written
         self._backlog = 0
-        self._held: dict[str, _Held] = {}  # by call key, in the order calls began
-        self._held_bytes = 0
+        #: Every call the recorder has not made durable, with copies of its frames.
+        self.held = HeldCalls()
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._writing = False
@@ -217,8 +121,8 @@ class ProcessSink:
                     self.dropped,
                 )
             return
-        if isinstance(msg, _KEYED):
-            self._hold(msg, data)
+        if isinstance(msg, KEYED):
+            self.held.hold(msg, data)
         self._frames.append(data)
         self._backlog += len(data)
         self.sent += 1
@@ -234,38 +138,6 @@ class ProcessSink:
         elif self._timer is None and not self._scheduled:
             self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
-    def _hold(self, msg: Begin | Stream | Chunk | End, data: bytes) -> None:
-        """Keep a copy of ``data`` with its call until the recorder makes the call durable."""
-        held = self._held.get(msg.request_id)
-        if held is None:
-            if isinstance(msg, Begin):
-                held = _Held(request=msg.recorded, response=msg.status_code is not None)
-                if not held.missing:
-                    return  # a refused call whose event is durable: nothing to keep
-            else:  # its Begin went to a recorder before this one, and was not kept
-                held = _Held(request=True, response=False)
-            self._held[msg.request_id] = held
-        frames = held.frames
-        if frames is None:
-            return
-        if self._held_bytes + len(data) > MAX_RETAINED_BYTES:
-            self._held_bytes -= held.size
-            held.frames = None
-            held.size = 0
-            self.unguarded += 1
-            if self.unguarded == 1 or self.unguarded % 1000 == 0:
-                log.error(
-                    "recorder slow to make captures durable (%d bytes kept): call %s goes on "
-                    "without a copy, lost if the recorder dies now (%d such calls so far)",
-                    self._held_bytes,
-                    msg.request_id,
-                    self.unguarded,
-                )
-            return
-        frames.append(data)
-        held.size += len(data)
-        self._held_bytes += len(data)
-
     @property
     def backlog_bytes(self) -> int:
         return self._backlog
@@ -273,11 +145,16 @@ class ProcessSink:
     @property
     def retained_bytes(self) -> int:
         """Bytes kept for calls the recorder has not made durable (the outbox included)."""
-        return self._held_bytes
+        return self.held.size
 
     @property
     def retained_calls(self) -> int:
-        return len(self._held)
+        return len(self.held)
+
+    @property
+    def unguarded(self) -> int:
+        """Calls sent without a copy kept (``retention.MAX_RETAINED_BYTES``)."""
+        return self.held.unguarded
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -363,31 +240,12 @@ class ProcessSink:
             return
         for msg in msgs:
             if isinstance(msg, Durable):
-                self._durable(msg)
+                self.held.durable(msg)
             elif isinstance(msg, Stats):
                 self.handled = msg.handled
                 self.metrics = msg.metrics
             else:
                 self.on_reply(msg)
-
-    def _durable(self, msg: Durable) -> None:
-        """Let go of the calls whose events are all durable now."""
-        held = self._held
-        for keys, response in ((msg.requests, False), (msg.responses, True)):
-            for key in keys:
-                h = held.get(key)
-                if h is None:
-                    continue
-                if response:
-                    h.response = True
-                else:
-                    h.request = True
-                if h.request and h.response:
-                    self._release(key, h)
-
-    def _release(self, key: str, held: _Held) -> None:
-        del self._held[key]
-        self._held_bytes -= held.size
 
     def _detach(self) -> None:
         """Stop watching the pipes from the event loop."""
@@ -424,15 +282,14 @@ class ProcessSink:
             "durable go to its successor; %d events are lost",
             why,
             code,
-            sum(isinstance(m, _KEYED) for m in waiting),
-            len(self._held),
+            sum(isinstance(m, KEYED) for m in waiting),
+            len(self.held),
             lost,
         )
         self._frames.clear()
         self._head = 0
         self._backlog = 0
-        self._held = {}
-        self._held_bytes = 0
+        self.held.clear()
         if self.proc is not None:
             with contextlib.suppress(Exception):
                 self.proc.kill()
@@ -443,21 +300,11 @@ class ProcessSink:
         """What a successor needs, in order, and how many events nothing can bring back."""
         # AgentSeen and Score still waiting for the pipe (once written, they are not kept)
         waiting: list[ToRecorder] = [
-            m
-            for m in Deframer(ToRecorder).feed(b"".join(self._frames))
-            if not isinstance(m, _KEYED)
+            m for m in Deframer(ToRecorder).feed(b"".join(self._frames)) if not isinstance(m, KEYED)
         ]
-        lost = 0
-        for key, held in self._held.items():
-            if held.frames is None:
-                lost += held.missing
-                self.lost_keys.append(key)
-                continue
-            msgs: list[ToRecorder] = Deframer(ToRecorder).feed(b"".join(held.frames))
-            if msgs and isinstance(msgs[0], Begin):
-                msgs[0] = msgspec.structs.replace(msgs[0], resent=True, recorded=held.request)
-            waiting += msgs
-        return waiting, lost
+        calls, lost, lost_keys = self.held.handover()
+        self.lost_keys += lost_keys
+        return waiting + calls, lost
 
     def _close_pipes(self) -> None:
         assert self.proc is not None
@@ -514,11 +361,11 @@ class ProcessSink:
             self.proc.kill()
             self.proc.wait(5)
         self._close_pipes()
-        self.unacknowledged = sum(h.missing for h in self._held.values())
+        self.unacknowledged = self.held.missing()
         if self.unacknowledged:
             log.error(
                 "recorder process did not make %d events of %d calls durable at shutdown: "
                 "they are lost",
                 self.unacknowledged,
-                len(self._held),
+                len(self.held),
             )

@@ -1,0 +1,59 @@
+"""PII and secret scanner for the proxy hot path (DESIGN.md §4 and §5 "PII").
+
+One compiled RE2 alternation finds candidates in a single linear pass over the UTF-8 bytes; each
+candidate is then validated. Text without candidates costs one RE2 pass and nothing else, which
+is the common case for prompts. Results carry types, counts and locations only: a
+:class:`Finding` never holds the matched value.
+
+Modules, one concern each:
+
+- ``engine``: the single pass (``DETECTORS`` in priority order) and text scanning.
+- ``patterns``: candidate patterns and context words for contact data, ids and addresses.
+- ``validators``: email, card (issuer, length, Luhn), SSN, IBAN (length, mod-97), IPv4/IPv6.
+- ``phones``: international and national formats for the configured regions, metadata checks.
+- ``secrets``: gitleaks' vendored rules, our own (``data/``), the generic keyword+entropy rule.
+- ``documents``: JSON paths, segments, and JSON text inside strings (tool arguments).
+- ``redaction`` and ``streaming``: replacing matches, and counting them in streamed deltas.
+
+Precision/recall decisions (``tests/data/pii_corpus.jsonl`` and ``tests/test_pii.py`` pin them):
+
+- phone: see ``phones.py``; national formats only for ``GOVRIX_PII_PHONE_REGIONS``.
+- ssn: ``AAA-GG-SSSS`` or ``AAA GG SSSS`` with the SSA rules (area not 000, 666 or 9xx, group not
+  00, serial not 0000); a bare 9-digit run only after an SSN keyword.
+- credit_card: 14-19 digits, one kind of separator, Luhn, and an issuer prefix whose length fits;
+  no network issues 13-digit cards, so EAN-13 barcodes are not cards.
+- ipv4: four octets 0-255 without leading zeros; not part of a longer dotted run (an OID), not
+  after a version word or marker (``v``, ``version=``, ``AssemblyVersion("``, ``==``, ``oid``).
+- ipv6: ``ipaddress`` must accept it, with a decimal digit and four hex digits (not ``add::bead``).
+- email: RFC-shaped with an alphabetic TLD; not ``icon@2x.png``, not ``git@github.com:org/repo``.
+- iban: country length and mod-97.
+- secret: vendor rules (gitleaks), JWTs whose header has ``alg``, private key blocks, a secret
+  word assigned a high-entropy value; placeholders are not secrets.
+
+Cost (scripts/bench_pii.py): see BENCHMARKS.md. For streams, feed one network chunk at a time.
+"""
+
+from __future__ import annotations
+
+from addon.pii.documents import json_segments, scan_json, scan_segments
+from addon.pii.engine import DETECTORS, Finding, Match, clear_caches, scan_text
+from addon.pii.patterns import PII_TYPES
+from addon.pii.phones import configure as configure_phone_regions
+from addon.pii.redaction import redact_json, redact_text
+from addon.pii.streaming import StreamScanner
+
+__all__ = [
+    "DETECTORS",
+    "PII_TYPES",
+    "Finding",
+    "Match",
+    "StreamScanner",
+    "clear_caches",
+    "configure_phone_regions",
+    "json_segments",
+    "redact_json",
+    "redact_text",
+    "scan_json",
+    "scan_segments",
+    "scan_text",
+]

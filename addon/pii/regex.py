@@ -1,0 +1,131 @@
+"""google-re2 compiled through its pybind11 core, shared by the engine and the rule sets."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import re2
+
+OPTIONS: Final = re2.Options()
+OPTIONS.max_mem = 128 << 20  # the combined DFA is far larger than RE2's 8 MiB default budget
+UNANCHORED: Final = re2._re2.RE2.Anchor.UNANCHORED
+ANCHOR_START: Final = re2._re2.RE2.Anchor.ANCHOR_START
+
+
+def compile_raw(pattern: str) -> Any:
+    """Compile with google-re2's core (``re2._re2``) rather than its Python wrapper.
+
+    The wrapper's search builds a generator and a match object per call (~4 µs); the core's
+    ``Match`` returns the group spans directly (~1 µs + scanning). The core is what the wrapper
+    itself calls, so it exists as long as google-re2 does.
+    """
+    compiled = re2._re2.RE2(pattern.encode(), OPTIONS)
+    if not compiled.ok():
+        raise re2.error(compiled.error())
+    return compiled
+
+
+def compile_set(patterns: list[str]) -> Any:
+    """An anchored ``RE2::Set``: which of ``patterns`` match at the start of a text."""
+    pattern_set = re2._re2.Set(ANCHOR_START, OPTIONS)
+    for pattern in patterns:
+        if pattern_set.Add(pattern.encode()) < 0:
+            raise re2.error(f"cannot add {pattern[:60]!r} to a set")
+    if not pattern_set.Compile():
+        raise re2.error("the rule set does not compile")
+    return pattern_set
+
+
+def without_groups(pattern: str) -> str:
+    """``pattern`` with every capturing group made non-capturing (named ones included)."""
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        elif in_class and pattern.startswith("[:", i):  # a POSIX class such as [:alnum:]
+            close = pattern.find(":]", i + 2)
+            j = n if close < 0 else close + 2
+            out.append(pattern[i:j])
+            i = j
+        elif in_class:
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+        elif c == "[":
+            in_class = True
+            j = i + 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):  # a ']' first in a class is a literal
+                j += 1
+            out.append(pattern[i:j])
+            i = j
+        elif c == "(" and pattern.startswith("(?P<", i):
+            out.append("(?:")
+            i = pattern.index(">", i) + 1
+        elif c == "(" and not pattern.startswith("(?", i):
+            out.append("(?:")
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def capped(pattern: str, limit: int = 8) -> str:
+    """A looser ``pattern`` with a small program: every repetition bound above ``limit`` lowered.
+
+    ``X{n,m}`` becomes ``X{min(n, limit),}`` when ``m`` exceeds ``limit`` (``X{250,}`` becomes
+    ``X{8,}``), which matches everything the original matches, and more. RE2 unrolls a counted
+    repetition into that many copies, so the rules' long bounds (``{50,1000}``, ``{109,269}``)
+    made the combined program 100,000 instructions; each DFA state built for new text costs time
+    in proportion. Candidates only need a superset: the rule's own regex decides.
+    """
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if pattern.startswith("[:", i):
+                close = pattern.find(":]", i + 2)
+                j = n if close < 0 else close + 2
+                out.append(pattern[i:j])
+                i = j
+                continue
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            j = i + 1
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            out.append(pattern[i:j])
+            i = j
+            continue
+        if c == "{":
+            close = pattern.find("}", i)
+            body = pattern[i + 1 : close] if close > 0 else ""
+            low, comma, high = body.partition(",")
+            if low.isdigit() and (not high or high.isdigit()):
+                lo = int(low)
+                hi = int(high) if high else (None if comma else lo)
+                if hi is None or hi > limit:
+                    out.append(f"{{{min(lo, limit)},}}")
+                else:
+                    out.append(pattern[i : close + 1])
+                i = close + 1
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)

@@ -1,0 +1,146 @@
+"""The processes under test: one ``mitmdump`` per proxy (bare, or with the addon and its own
+GOVRIX_* environment), started, awaited until ready, stopped; and the free ports they listen on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import Target
+from .cpu import children, cpu_of
+
+ROOT = Path(__file__).resolve().parents[2]
+MITMDUMP = Path(sys.executable).parent / "mitmdump"
+#: How the addon is told that the fake upstream is an LLM provider. detect() sees the Host
+#: header without its port (mitmproxy's ``pretty_host``), so the key is the bare host; the name
+#: "openai" makes the calls priced by genai-prices like real OpenAI traffic.
+COMPATIBLE_HOSTS = "127.0.0.1=openai"
+
+
+@dataclass
+class Proxy:
+    """One ``mitmdump`` subprocess: bare, or with the addon and its own GOVRIX_* environment."""
+
+    name: str
+    home: Path
+    addon: bool
+    dsn: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    sent: int = 0  # every request sent through it, warm-up included: 2 events each for the addon
+
+    @property
+    def ca(self) -> Path:
+        return self.home / "mitmproxy" / "mitmproxy-ca-cert.pem"
+
+    def command(self) -> list[str]:
+        """The options both kinds share; the addon only adds ``-s``.
+
+        ``connection_strategy=lazy`` is what the addon sets for itself at start, so the bare proxy
+        gets it too; ``ssl_insecure`` because the fake upstream's certificate is self-signed;
+        ``-q`` as scripts/stack.py runs the proxy (no per-flow console output).
+        """
+        cmd = [
+            str(MITMDUMP), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+            "--set", f"confdir={self.home / 'mitmproxy'}",
+            "--set", "connection_strategy=lazy",
+            "--set", "ssl_insecure=true",
+        ]  # fmt: skip
+        cmd += self.extra_args
+        return cmd + (["-s", str(ROOT / "addon" / "main.py")] if self.addon else [])
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOVRIX_")}
+        if self.addon:
+            assert self.dsn is not None
+            env |= {
+                "GOVRIX_DATABASE_URL": self.dsn,
+                "GOVRIX_HOME": str(self.home),
+                "GOVRIX_PROXY_METRICS_PORT": "0",
+                "GOVRIX_OPENAI_COMPATIBLE_HOSTS": COMPATIBLE_HOSTS,
+            } | self.env
+        with open(self.home / "mitmdump.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Ready: the port accepts, the CA exists and (addon) ``$GOVRIX_HOME/proxy.pid`` exists."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: mitmdump exited: {self.output()}")
+            ready = self.ca.exists() and (not self.addon or (self.home / "proxy.pid").exists())
+            if ready:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: not ready within {timeout}s: {self.output()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # the addon drains its writer on the way out
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: this mitmdump, and its children (the recorder process)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        return cpu_of(pid), sum(cpu_of(c) for c in children(pid))
+
+    def output(self) -> str:
+        path = self.home / "mitmdump.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def target(self, upstream: Upstream, *, tls: bool) -> Target:
+        return Target(
+            upstream.https_port if tls else upstream.http_port,
+            self.port,
+            tls,
+            self.ca if tls else None,
+        )
+
+
+@dataclass(frozen=True)
+class Upstream:
+    http_port: int
+    https_port: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(*procs: Proxy) -> Iterator[None]:
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_ready()
+        yield
+    finally:
+        for p in procs:
+            p.stop()
