@@ -116,7 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     proxy_customer_id: str = "proxy"
     #: Where captures become events: "process" (a child process, the default) or "inline".
     recorder: str = "process"
-    #: How far the recorder process steps back for the proxy (0 = not at all); see recorder.py.
+    #: How far the recorder process steps back for the proxy (0 = not at all); see addon/recorder/__main__.py.
     recorder_nice: int = 10
     #: A body an enforcement gate must read and cannot: "refuse" (400) or "forward".
     unparseable: str = "refuse"

@@ -92,7 +92,7 @@ class CallbackCollector(Collector):
 LIVE = CallbackCollector()
 REGISTRY.register(LIVE)
 
-#: The recorder process's latest exposition (``addon/recorder.py`` sends one every second).
+#: The recorder process's latest exposition (``addon/recorder/`` sends one every second).
 REMOTE: list[Callable[[], bytes]] = []
 
 

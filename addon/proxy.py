@@ -111,7 +111,8 @@ class Govrix:
             self.settings = config_mod.load(config_file=path)
         except config_mod.ConfigError as e:
             raise exceptions.OptionsError(str(e)) from e  # type: ignore[no-untyped-call]
-        self.intake = None  # compatible hosts may have changed
+        if self.intake is not None:  # reconfigured while running: compatible hosts may have changed
+            self.intake.router = Router(self.settings.openai_compatible_hosts)
         self._config_file = path
         try:
             self._load_policies()

@@ -1,7 +1,7 @@
 """The recorder's keeper: starts it, restarts it when it dies, and is the one way captures leave.
 
 By default the recorder is a child process (``ProcessSink``); if it dies, a new one is started
-and handed every capture the old one had not made durable (``addon/sinks.py``). After
+and handed every capture the old one had not made durable (``addon/sinks/``). After
 ``MAX_RESPAWNS`` deaths within ``RESPAWN_WINDOW`` seconds (a capture that crashes it every time?)
 the proxy records in-process (``InlineSink``) until it is restarted. ``GOVRIX_RECORDER=inline``
 and offline replay record in-process from the start.

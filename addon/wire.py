@@ -2,7 +2,7 @@
 
 The hooks (``addon/proxy.py``) only identify, enforce and capture; parsing, PII scanning of what
 is not needed inline, pricing, tool-call scoring, the lineage chain and the database writer run in
-the recorder (``addon/recorder.py``), by default in a child process of mitmdump so that they do
+the recorder (``addon/recorder/``), by default in a child process of mitmdump so that they do
 not share the event loop's GIL. The two talk through pipes in frames of msgpack-encoded messages,
 a 4-byte big-endian length before each.
 
@@ -15,7 +15,7 @@ Recorder -> proxy: ``Settle`` (the real usage of a call, for its budget reservat
 spooled) and ``Stats`` (progress and metric samples).
 
 Durability: the proxy keeps a copy of every message of a call until ``Durable`` names the call's
-last event (``addon/sinks.py``); when a recorder dies, its successor is sent those copies again,
+last event (``addon/sinks/``); when a recorder dies, its successor is sent those copies again,
 the ``Begin`` marked ``resent`` (and ``recorded`` when its request event is durable already). The
 response event's id comes from ``End.response_id`` when the proxy sets it, so a resent call
 produces the same rows and the writer's ``ON CONFLICT DO NOTHING`` keeps one of each.

@@ -1,4 +1,4 @@
-"""The fake LLM upstream of ``scripts/bench_proxy.py``: a minimal raw asyncio HTTP/1.1 server.
+"""The fake LLM upstream of ``scripts/bench_proxy/``: a minimal raw asyncio HTTP/1.1 server.
 
 It runs in its own process (``start()``), so its CPU never competes with the benchmark client
 for one GIL, and does as little as an HTTP server can: keep-alive, one canned OpenAI

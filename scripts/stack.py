@@ -218,7 +218,7 @@ def _banner(*, key_from_env: bool, ports: list[Port]) -> None:
     order = {"proxy": 0, "api": 1}
     for p in sorted(ports, key=lambda p: order.get(p.role, 2)):
         if p.role == "proxy":
-            lines.append(f"  proxy : http://127.0.0.1:{PROXY_PORT}   (CA certificate: {ca})")
+            lines.append(f"  proxy : http://{p.host}:{p.port}   (CA certificate: {ca})")
         elif p.role == "api":
             lines.append(f"  api   : http://127.0.0.1:{API_PORT}     (key in {HOME / 'api_key'})")
         elif p.role == "proxy metrics":
@@ -226,7 +226,16 @@ def _banner(*, key_from_env: bool, ports: list[Port]) -> None:
         else:
             lines.append(f"  {p.role}: http://127.0.0.1:{p.port}")
     lines.append(f"  stop  : scripts/govrix down   (pidfiles in {RUN})")
-    if any(p.role == "proxy" for p in ports):
+    transparent = os.environ.get("GOVRIX_PROXY_MODE", "regular") == "transparent"
+    proxy = next((p for p in ports if p.role == "proxy"), None)
+    if proxy is not None and transparent:
+        lines += [
+            "",
+            f"Transparent mode: redirect an agent's TCP port 443 to {proxy.host}:{proxy.port}, e.g.",
+            f"  iptables -t nat -A PREROUTING -i <agent interface> -p tcp --dport 443 -j REDIRECT --to-ports {proxy.port}",
+            f'and have the agent trust {ca} (README, "Transparent mode").',
+        ]
+    elif proxy is not None:
         lines += [
             "",
             "Point an agent at it:",

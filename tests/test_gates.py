@@ -156,6 +156,19 @@ def test_identity_precedence(
     assert not any(n.lower().startswith(b"x-govrix") for n, _ in f.request.headers.fields)
 
 
+def test_a_config_reloaded_while_running_routes_with_its_hosts(home: Path, tmp_path: Path) -> None:
+    g, rec = start(home)
+    cfg = tmp_path / "govrix.toml"
+    cfg.write_text(f'home = "{home}"\n[openai_compatible_hosts]\n"llm.corp" = "corp"\n')
+    with taddons.context(g) as tctx:
+        tctx.configure(g, govrix_config=str(cfg))
+    f = flow(host="llm.corp")
+    g.request(f)
+    (b,) = rec.begins()
+    assert f.response is None  # forwarded, not refused by a router lost in the reload
+    assert b.provider == "corp" and b.status_code is None
+
+
 # -- the kill switch: every host, every method -----------------------------------------------------
 
 

@@ -26,10 +26,10 @@ from addon.pii import (
     phones,
     redact_json,
     redact_text,
+    rules,
     scan_json,
     scan_segments,
     scan_text,
-    secrets,
 )
 from addon.pii.phones import valid_number
 
@@ -483,7 +483,7 @@ def test_stream_memory_stays_bounded() -> None:
     assert capped.buffered_chars < 4096 + 256 + 64 + 64
 
 
-# --- JSON: decoded values, JSON inside strings, paths into it --------------------------------------
+# --- JSON: decoded values, JSON inside strings, paths into it -------------------------------------
 
 
 def _args(value: Any) -> str:
@@ -536,6 +536,13 @@ def test_scan_json_walks_a_whole_body_with_numbers_and_keys_as_context() -> None
         ("phone", "$.params.arguments.phone"),
         ("ssn", '$.params.arguments["x-note"]'),
     ]
+
+
+def test_a_key_that_is_pii_never_appears_in_a_path() -> None:
+    doc = {"contacts": {"jane@example.com": "ssn 078-05-1120", "n2": "10.0.0.1"}}
+    findings = scan_json(doc) + scan_segments(json_segments(doc))
+    assert {f.path for f in findings} == {"$.contacts[*]", "$.contacts.n2"}
+    assert "jane" not in msgspec.json.encode(findings).decode()
 
 
 def test_one_leafs_key_never_lends_context_to_the_next_leaf() -> None:
@@ -704,13 +711,13 @@ def test_secret_redaction_keeps_the_variable_name() -> None:
 
 
 def test_gitleaks_rules_are_vendored_unmodified_and_mostly_used() -> None:
-    version, commit = secrets.gitleaks_source()
+    version, commit = rules.gitleaks_source()
     assert version.startswith("v8.") and len(commit) == 40
-    assert (secrets.DATA / "gitleaks.LICENSE").read_text().startswith("MIT License")
-    total = len(secrets._config(secrets._read("gitleaks.toml")).rules)
-    used = len(secrets.RULES.vendor) + len(secrets.RULES.assign)
-    local = len(secrets._config(secrets._read("local_rules.toml")).rules)
-    dropped = dict(secrets.DROPPED)
+    assert (rules.DATA / "gitleaks.LICENSE").read_text().startswith("MIT License")
+    total = len(rules.config(rules.read("gitleaks.toml")).rules)
+    used = len(rules.RULES.vendor) + len(rules.RULES.assign)
+    local = len(rules.config(rules.read("local_rules.toml")).rules)
+    dropped = dict(rules.DROPPED)
     assert used + len(dropped) == total + local
     assert len(dropped) <= 12, dropped
     assert "generic-api-key" in dropped  # replaced by the generic rule

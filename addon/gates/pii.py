@@ -1,7 +1,8 @@
 """PII on the request: the redaction a policy rule asked for, applied to the forwarded body.
 
-Detected values in every string of the JSON body are replaced; the event keeps types, counts and
-JSON paths, never a value. (The scan itself runs in the policy gate when rules need it, else in
+Detected values in every string of the JSON body are replaced, inside JSON text held in strings
+too (tool arguments stay parseable JSON); the event keeps types, counts and JSON paths, never a
+value. (The scan itself runs in the policy gate when rules need it, else in
 the recorder, off the event loop.)
 """
 

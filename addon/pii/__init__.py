@@ -11,7 +11,8 @@ Modules, one concern each:
 - ``patterns``: candidate patterns and context words for contact data, ids and addresses.
 - ``validators``: email, card (issuer, length, Luhn), SSN, IBAN (length, mod-97), IPv4/IPv6.
 - ``phones``: international and national formats for the configured regions, metadata checks.
-- ``secrets``: gitleaks' vendored rules, our own (``data/``), the generic keyword+entropy rule.
+- ``rules``: gitleaks' vendored rule set and our own (``data/``), split for the single pass.
+- ``secrets``: validating secret candidates; the generic keyword+entropy rule; placeholders.
 - ``documents``: JSON paths, segments, and JSON text inside strings (tool arguments).
 - ``redaction`` and ``streaming``: replacing matches, and counting them in streamed deltas.
 
@@ -30,7 +31,10 @@ Precision/recall decisions (``tests/data/pii_corpus.jsonl`` and ``tests/test_pii
 - secret: vendor rules (gitleaks), JWTs whose header has ``alg``, private key blocks, a secret
   word assigned a high-entropy value; placeholders are not secrets.
 
-Cost (scripts/bench_pii.py): see BENCHMARKS.md. For streams, feed one network chunk at a time.
+Cost, medians on a shared 2-core machine (2026-12-02): ~12 µs for a clean 4 KB prompt, ~6 µs per
+value found, 2.4 µs per IBAN check (stdnum: 22 µs); JSON with a match costs a walk of its leaves.
+``scripts/govrix bench pii`` measures the recorder's path. For streams, feed one network chunk at a
+time rather than one SSE event.
 """
 
 from __future__ import annotations

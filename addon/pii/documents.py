@@ -13,6 +13,7 @@ a path is spelt only for a leaf that has a match.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -22,12 +23,20 @@ import msgspec
 from addon.pii.engine import Finding, Match, encode, scan_bytes, scan_text
 
 _decode: Final = msgspec.json.Decoder()
+_HAS_DIGIT: Final = re.compile(r"[0-9]")
 _MAX_DEPTH: Final = 4  # JSON text inside JSON strings, at most this deep
+_SEPARATOR: Final = b"\n\x00"  # between segments scanned in one pass, as between leaves
 _Counts = dict[tuple[str, str], int]
 
 
 def child_path(path: str, key: str) -> str:
-    """``path.key``, or ``path["key"]`` when the key is not an identifier."""
+    """``path.key``, or ``path["key"]`` when the key is not an identifier.
+
+    A key that is itself PII (``{"jane@example.com": ...}``) becomes ``[*]``: findings never
+    carry a value, not even in their path. Only keys with a digit or an '@' can be one.
+    """
+    if (_HAS_DIGIT.search(key) or "@" in key) and scan_text(key):
+        return f"{path}[*]"
     if key.isidentifier():
         return f"{path}.{key}"
     return f"{path}[{msgspec.json.encode(key).decode()}]"
@@ -142,18 +151,36 @@ def scan_segments(segments: Iterable[tuple[str, str]]) -> list[Finding]:
 
     A segment holding JSON text is reported at paths inside it (``...arguments.to``).
     """
-    counts: _Counts = {}
+    paths: list[str] = []
+    bufs: list[bytes] = []
+    texts: list[str] = []
     for path, text in segments:
-        # The text as it is first (escapes blanked out): a clean segment, JSON or not, costs one
-        # pass. Only JSON with a match is decoded, walked and scanned again for its paths.
-        matches = scan_bytes(encode(text))
-        if not matches:
-            continue
-        doc = decoded_json(text)
+        paths.append(path)
+        texts.append(text)
+        bufs.append(encode(text))
+    if not bufs:
+        return []
+    # One RE2 pass over every segment, NUL-separated (no detector crosses a NUL, and keyword
+    # look-behind stops there): each call into RE2 costs ~1 µs however short its text, so a
+    # body of many small strings costs a pass over its bytes instead of a call per string.
+    starts: list[int] = []
+    size = 0
+    for buf in bufs:
+        starts.append(size)
+        size += len(buf) + len(_SEPARATOR)
+    by_segment: dict[int, list[Match]] = {}
+    for match in scan_bytes(_SEPARATOR.join(bufs)):
+        i = bisect_right(starts, match.start) - 1
+        by_segment.setdefault(i, []).append(match)
+    counts: _Counts = {}
+    for i, matches in by_segment.items():
+        # Only a segment with a match is looked at again: JSON text is decoded, walked and
+        # scanned as a document for its paths; anything else counts as it is.
+        doc = decoded_json(texts[i])
         if doc is None:
-            _count(counts, path, matches)
+            _count(counts, paths[i], matches)
         else:
-            _scan_document(doc, path, counts)
+            _scan_document(doc, paths[i], counts)
     return [Finding(type=kind, count=n, path=path) for (kind, path), n in counts.items()]
 
 

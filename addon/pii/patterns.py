@@ -1,4 +1,4 @@
-"""Candidate patterns for contact data, ids and addresses (secrets are in ``secrets.py``).
+"""Candidate patterns for contact data, ids and addresses (secrets: ``rules.py``, ``secrets.py``).
 
 Each detector is one RE2 pattern that finds *candidates*; the validators decide (checksums, number
 plans, context). The patterns are deliberately a little loose, the validators strict: RE2 is

@@ -37,7 +37,8 @@ _EXTENSION: Final = re.compile(rb"\s?(?:x|ext\.?|extension|#)\s?[0-9]{1,6}$")
 _GROUP_SPLIT: Final = re.compile(rb"[^0-9]+")
 # 2024-03-15, 15.03.2024, 2024/03/15: the most common phone-shaped candidates in prose.
 _DATE: Final = re.compile(
-    rb"(?:19|20)[0-9]{2}[-./][01][0-9][-./][0-3][0-9]|[0-3][0-9][-./][01][0-9][-./](?:19|20)[0-9]{2}"
+    rb"(?:19|20)[0-9]{2}[-./][01][0-9][-./][0-3][0-9]"
+    rb"|[0-3][0-9][-./][01][0-9][-./](?:19|20)[0-9]{2}"
 )
 _CACHE_SIZE: Final = 4096
 _cache: dict[bytes, int] = {}

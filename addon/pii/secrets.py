@@ -1,264 +1,73 @@
-"""Secret rules: gitleaks' maintained rule set plus a few of our own, and the generic rule.
+"""Validating secret candidates: the rules of ``rules.py``, the generic rule, placeholders.
 
-``data/gitleaks.toml`` is vendored verbatim (provenance and digest in ``gitleaks.source.toml``,
-licence in ``gitleaks.LICENSE``); ``data/local_rules.toml`` adds what it lacks, in the same format.
-Rules become two detectors of the engine's single RE2 pass:
-
-- ``secret``: the vendor rules with a distinctive prefix (``glpat-``, ``hf_``, ``xoxb-``, ...),
-  joined without their groups. A candidate is checked against the rules that match at its start
-  (an anchored ``RE2::Set``), each with its own regex, secret group, entropy and allowlists.
-- ``secret_assign``: the keyword rules (``cloudflare ... = <value>``) factored into one keyword
-  alternation with one shared assignment tail: 99 copies of the tail made the DFA three times
-  slower. Our generic rule shares that detector: a secret word (``password``, ``secret``,
-  ``token``, ``api_key``, ...) assigned a high-entropy value, e.g. an AWS secret access key beside
-  its variable name. It replaces gitleaks' ``generic-api-key``, whose 1,446 stopwords and
-  file-oriented allowlists do not fit prompts.
-
-Dropped: rules without a regex (file names only) and rules scoped to file paths, which a request
-body does not have (``DROPPED`` lists them with the reason). Placeholders (``example``, ``xxxx``,
-``<your-key>``, runs of one character) are never secrets.
+A vendor candidate (a keyword) is checked against the rules owning that keyword, each with its
+own regex (searched around the keyword), secret group, entropy, keywords and allowlists. A keyword
+assignment is checked against the keyword rules that match at its start (an anchored
+``RE2::Set``), else the generic rule: a secret word (``password``, ``secret``, ``token``,
+``api_key``, ...) assigned a random-looking value, e.g. an AWS secret access key beside its
+variable name. Placeholders (``example``, ``xxxx``, ``<your-key>``, runs of one character) and
+gitleaks' global allowlist (``${VAR}``, ``true``) are never secrets.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import math
-import tomllib
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import msgspec
 
-from addon.pii.regex import (
-    ANCHOR_START,
-    UNANCHORED,
-    capped,
-    compile_raw,
-    compile_set,
-    without_groups,
+from addon.pii.regex import ANCHOR_START, UNANCHORED, compile_raw, compile_set
+from addon.pii.rules import (
+    ASSIGN_OPERATOR,
+    DROPPED,
+    GENERIC_WORDS,
+    KEYWORD_END,
+    MIN_KEYWORD,
+    RULES,
+    SCHEME,
+    Rule,
+    by_keyword,
+    candidate,
+    global_allowlist,
 )
 
-DATA: Final = Path(__file__).parent / "data"
-# gitleaks' keyword rules all start with a variable-name prefix and end the keyword part with the
-# same separator run; the prefix only extends the match to the left, so it is dropped.
-_NAME_PREFIX: Final = r"[\w.-]{0,50}?"
-_KEYWORD_END: Final = r"(?:[ \t\w.-]{0,20})"
-_ASSIGN_OPERATOR: Final = r"(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)"
-# Shared tail of the keyword detector: the separator run, an operator, quotes, a value start.
-# An HTTP authorization scheme may stand between the operator and the value.
-_SCHEME: Final = r"(?:(?i:bearer|basic|token)\s+)?"
-_ASSIGN_TAIL: Final = (
-    _KEYWORD_END
-    + r"""[\s'"]{0,3}"""
-    + _ASSIGN_OPERATOR
-    + r"""[\x60'"\s=]{0,5}"""
-    + _SCHEME
-    + r"""[^\s'"\x60]{8}"""
-)
-# The generic rule: a secret word, the same tail, then the value (group 1).
-_GENERIC_WORDS: Final = (
-    r"passw(?:or)?d|\bpwd|passphrase|secret|token|api[_.-]?key|apikey|access[_.-]?key"
-    r"|private[_.-]?key|auth[_.-]?key|credentials?|\bauth"
-)
+__all__ = ["DROPPED", "RULES", "entropy", "not_a_secret", "valid_assign", "valid_vendor"]
+
 _GENERIC: Final = compile_raw(
     r"(?i)(?:"
-    + _GENERIC_WORDS
+    + GENERIC_WORDS
     + r")"
-    + _KEYWORD_END
+    + KEYWORD_END
     + r"""[\s'"]{0,3}"""
-    + _ASSIGN_OPERATOR
+    + ASSIGN_OPERATOR
     + r"""[\x60'"\s=]{0,5}"""
-    + _SCHEME
+    + SCHEME
     + r"""([^\s'"\x60;,)\]}>]{8,200})"""
 )
 _WINDOW: Final = 8192  # bytes after a candidate's start that its rules may look at
 _KEYWORD_REACH: Final = 256  # bytes before a match where a rule's context keyword may be
-_MIN_KEYWORD: Final = 3  # shorter keywords ("ey", "sk", "s.") are in every text: regex instead
 _BEFORE_KEYWORD: Final = 64  # bytes before a keyword where a rule's match may start
-_DROPPED_IDS: Final = {
-    "generic-api-key": "replaced by the generic rule (secrets.py)",
-    # No literal prefix: every word (or digit run) would be a candidate of the single pass and
-    # keep the DFA busy building states on all new text; their own keywords are context only.
-    "azure-ad-client-secret": "no literal prefix",
-    "facebook-access-token": "no literal prefix",
-    "hashicorp-tf-api-token": "no literal prefix",
-    "maxmind-license-key": "no literal prefix",
-}
-
-
-class Rule(NamedTuple):
-    id: str
-    pattern: str
-    regex: Any  # compiled with its groups, matched anchored at a candidate's start
-    secret_group: int  # 0: the first group that matched, else the whole match
-    entropy: float
-    allow: Any | None  # the rule's allowlist regexes (against the secret), one alternation
-    keywords: tuple[bytes, ...]  # one must occur near the match (gitleaks' prefilter)
-
-
-class RuleSet(NamedTuple):
-    vendor: tuple[Rule, ...]
-    assign: tuple[Rule, ...]
-    vendor_pattern: str  # candidate pattern for the engine (no groups)
-    assign_pattern: str
-    dropped: tuple[tuple[str, str], ...]  # (rule id, reason)
-
-
-class _Allow(msgspec.Struct):
-    regexes: list[str] = []
-    regexTarget: str = "secret"
-    paths: list[str] = []
-    stopwords: list[str] = []
-    condition: str = "OR"
-
-
-class _Rule(msgspec.Struct):
-    id: str
-    regex: str = ""
-    secretGroup: int = 0
-    entropy: float = 0.0
-    path: str = ""
-    keywords: list[str] = []
-    allowlists: list[_Allow] = []
-
-
-class _GlobalAllow(msgspec.Struct):
-    regexes: list[str] = []
-
-
-class _Config(msgspec.Struct):
-    rules: list[_Rule] = []
-    allowlist: _GlobalAllow = msgspec.field(default_factory=_GlobalAllow)
-
-
-class _Source(msgspec.Struct):
-    version: str
-    commit: str
-    sha256: str
-
-
-def _read(name: str) -> bytes:
-    return (DATA / name).read_bytes()
-
-
-def _config(data: bytes) -> _Config:
-    return msgspec.convert(tomllib.loads(data.decode()), _Config)
-
-
-def gitleaks_source() -> tuple[str, str]:
-    """(version, commit) of the vendored gitleaks rules; raises when the file was altered."""
-    source = msgspec.convert(tomllib.loads(_read("gitleaks.source.toml").decode()), _Source)
-    if hashlib.sha256(_read("gitleaks.toml")).hexdigest() != source.sha256:
-        raise RuntimeError("addon/pii/data/gitleaks.toml does not match gitleaks.source.toml")
-    return source.version, source.commit
-
-
-# gitleaks' usual end of a token; a candidate needs no end (the rule's own regex checks it).
-_TERMINATORS: Final = (r"""(?:[\x60'"\s;]|\\[nr]|$)""", r"""(?:[\x60'"\s;]|\\[nr]|$|\b)""")
-
-
-def _by_keyword(rule: Rule) -> bool:
-    """Whether the single pass finds this rule by its keywords (gitleaks' own prefilter)."""
-    return bool(rule.keywords) and all(len(k) >= _MIN_KEYWORD for k in rule.keywords)
-
-
-def _literals(keywords: Iterable[bytes]) -> str:
-    """A case-insensitive alternation of literal keywords (punctuation escaped as \\x{..})."""
-    unique = sorted(set(keywords), key=lambda k: (-len(k), k))
-    escaped = (
-        "".join(chr(b) if chr(b).isalnum() else f"\\x{{{b:02x}}}" for b in k) for k in unique
-    )
-    return "(?i:" + "|".join(escaped) + ")"
-
-
-def candidate(pattern: str) -> str:
-    """A rule's pattern as a candidate of the single pass: no groups, small repetitions, no end."""
-    loose = capped(without_groups(pattern))
-    for end in _TERMINATORS:
-        loose = loose.removesuffix(end)
-    return loose
-
-
-def _rule(raw: _Rule, regex: str) -> Rule:
-    allow = [
-        p for a in raw.allowlists if a.regexTarget == "secret" and not a.paths for p in a.regexes
-    ]
-    return Rule(
-        id=raw.id,
-        pattern=regex,
-        regex=compile_raw(regex),
-        secret_group=raw.secretGroup,
-        entropy=raw.entropy,
-        allow=compile_raw("|".join(f"(?:{p})" for p in allow)) if allow else None,
-        keywords=tuple(k.lower().encode() for k in raw.keywords),
-    )
-
-
-def _keyword(regex: str) -> tuple[str, str] | None:
-    """(keyword pattern, regex anchored at the keyword) of a keyword rule, else None."""
-    end = regex.find(_KEYWORD_END)
-    start = regex.rfind(_NAME_PREFIX, 0, end)
-    if end < 0 or start < 0 or _ASSIGN_OPERATOR not in regex:
-        return None
-    head = regex[: start + len(_NAME_PREFIX)]
-    flags = "(?i)" if "(?i" in head else ""
-    keyword = flags + without_groups(regex[start + len(_NAME_PREFIX) : end])
-    return keyword, head.replace(_NAME_PREFIX, "") + regex[start + len(_NAME_PREFIX) :]
-
-
-def load_rules() -> RuleSet:
-    """Local rules, then gitleaks', split into the two detectors; see the module docstring."""
-    gitleaks_source()
-    local = _config(_read("local_rules.toml")).rules
-    overridden = {r.id for r in local}
-    raws = [(True, r) for r in local] + [(False, r) for r in _config(_read("gitleaks.toml")).rules]
-    vendor: list[Rule] = []
-    assign: list[Rule] = []
-    keywords: list[str] = []
-    dropped: list[tuple[str, str]] = []
-    for is_local, raw in raws:
-        if not is_local and raw.id in overridden:
-            dropped.append((raw.id, "adapted in local_rules.toml"))
-        elif raw.id in _DROPPED_IDS:
-            dropped.append((raw.id, _DROPPED_IDS[raw.id]))
-        elif not raw.regex:
-            dropped.append((raw.id, "matches file names only"))
-        elif raw.path:
-            dropped.append((raw.id, "scoped to file paths a request does not have"))
-        elif (keyword := _keyword(raw.regex)) is not None:
-            keywords.append(keyword[0])
-            assign.append(_rule(raw, keyword[1]))
-        else:
-            vendor.append(_rule(raw, raw.regex))
-    vendor_pattern = "|".join(
-        [_literals(k for r in vendor if _by_keyword(r) for k in r.keywords)]
-        + [f"(?:{candidate(r.pattern)})" for r in vendor if not _by_keyword(r)]
-    )
-    assign_pattern = (
-        "(?i:" + "|".join(f"(?:{k})" for k in keywords) + "|" + _GENERIC_WORDS + ")" + _ASSIGN_TAIL
-    )
-    return RuleSet(tuple(vendor), tuple(assign), vendor_pattern, assign_pattern, tuple(dropped))
-
-
-RULES: Final = load_rules()
-DROPPED: Final = RULES.dropped
 # Which rules may match at a candidate: the keyword found (first bytes -> keywords -> rules), or a
 # set of the loosened patterns (small programs, so cheap DFA states); each rule's regex decides.
-_KEYWORD_HEAD: Final = _MIN_KEYWORD
-_BY_HEAD: Final[dict[bytes, list[tuple[bytes, tuple[int, ...]]]]] = {}
-for _index, _vendor_rule in enumerate(RULES.vendor):
-    if _by_keyword(_vendor_rule):
-        for _kw in _vendor_rule.keywords:
-            _entries = _BY_HEAD.setdefault(_kw[:_KEYWORD_HEAD], [])
-            _known = next((e for e in _entries if e[0] == _kw), None)
-            if _known is None:
-                _entries.append((_kw, (_index,)))
-            else:
-                _entries[_entries.index(_known)] = (_kw, (*_known[1], _index))
-_SHORT: Final = tuple(i for i, r in enumerate(RULES.vendor) if not _by_keyword(r))
+
+
+def _keyword_index() -> dict[bytes, list[tuple[bytes, tuple[int, ...]]]]:
+    """First bytes of a keyword -> (keyword, indices of the vendor rules it belongs to)."""
+    owners: dict[bytes, list[int]] = {}
+    for index, rule in enumerate(RULES.vendor):
+        if by_keyword(rule):
+            for keyword in rule.keywords:
+                owners.setdefault(keyword, []).append(index)
+    by_head: dict[bytes, list[tuple[bytes, tuple[int, ...]]]] = {}
+    for keyword, indices in owners.items():
+        by_head.setdefault(keyword[:MIN_KEYWORD], []).append((keyword, tuple(indices)))
+    return by_head
+
+
+_BY_HEAD: Final = _keyword_index()
+_SHORT: Final = tuple(i for i, r in enumerate(RULES.vendor) if not by_keyword(r))
 _SHORT_SET: Final = (
     compile_set([candidate(RULES.vendor[i].pattern) for i in _SHORT]) if _SHORT else None
 )
@@ -271,7 +80,7 @@ _PLACEHOLDER: Final = (
 # gitleaks' global allowlist (variable references, booleans, paths) and the placeholders: one
 # search per secret.
 _NOT_SECRET: Final = compile_raw(
-    "|".join(f"(?:{p})" for p in [*_config(_read("gitleaks.toml")).allowlist.regexes, _PLACEHOLDER])
+    "|".join(f"(?:{pattern})" for pattern in [*global_allowlist(), _PLACEHOLDER])
 )
 _ONLY_NAME: Final = compile_raw(r"[a-zA-Z_.\-]+")  # a word or variable name, not a secret
 
@@ -379,7 +188,7 @@ def _around_keyword(rule: Rule, buf: bytes, start: int) -> tuple[int, int] | Non
 def valid_vendor(buf: bytes, start: int, end: int) -> tuple[int, int] | None:
     """A vendor candidate: a keyword (or a short-keyword rule's match) at ``start``; the secret
     of the first rule, in file order, whose match holds it."""
-    head = buf[start : start + _KEYWORD_HEAD].lower()
+    head = buf[start : start + MIN_KEYWORD].lower()
     indices = sorted(
         {
             i

@@ -83,8 +83,8 @@ def in_longer_number(buf: bytes, start: int, end: int) -> bool:
 def keyword_before(pattern: Any, buf: bytes, start: int) -> bool:
     """True when ``pattern`` occurs shortly before ``start`` with no other number in between.
 
-    Cutting the window at the previous digit (or leaf) keeps "call 415... order 415..." from lending the
-    first number's keyword to the second.
+    Cutting the window at the previous digit (or leaf) keeps "call 415... order 415..." from
+    lending the first number's keyword to the second.
     """
     lo = max(0, start - CONTEXT_WINDOW)
     for i in range(start - 1, lo - 1, -1):

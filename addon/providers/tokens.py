@@ -22,7 +22,7 @@ ideographs 2.98 per character (3 bytes), Extension B ideographs 3.98 (4 bytes), 
 per character in cl100k. The price is looseness on natural text: text bytes over real tokens are
 5.4 for English prose, 4.1 for code, 2.7 (cl100k) to 4.2 (o200k) for Chinese, 1.4 to 2.1 for
 emoji. Budgets make up for it by admitting while anything is left and by waiting for in-flight
-calls to settle (``addon/budgets.py``), not by guessing lower.
+calls to settle (``addon/budgets/``), not by guessing lower.
 
 What the body does not hold is added, or not bounded:
 

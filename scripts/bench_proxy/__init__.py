@@ -10,7 +10,7 @@ One run, one machine, one fake upstream (scripts/bench_upstream.py, its own proc
    address the upstream itself through the proxy (absolute-form ``POST http://…`` or ``CONNECT``
    + TLS trusting the proxy's CA), so neither proxy rewrites anything. Targets: the addon keeps
    >= 90% of bare throughput and adds <= 0.3 ms at p50. CPU per request is read from /proc for
-   the mitmdump process and, for the addon, its recorder child process (addon/recorder.py).
+   the mitmdump process and, for the addon, its recorder child process (addon/recorder/).
 2. Time to first byte of an SSE stream: direct, via bare mitmdump, via the addon.
 3. Governance on (PII scan + a 20-rule policy + a global budget that never triggers) vs off
    (``GOVRIX_PII_SCAN=0``, no policy, no budget). Target: <= 5% of throughput.
