@@ -47,6 +47,7 @@ lint:
     .venv/bin/ruff check addon api scripts tests
     .venv/bin/mypy
 
-# Benchmarks (not tests): `bench writer`, `bench proxy`, `bench api`, `bench pii`, `bench engine`.
+# Benchmarks (not tests): `bench writer`, `bench proxy`, `bench api`, `bench pii`, `bench engine`,
+# `bench injecagent` (the risk scorer on ../shared/eval/injecagent/).
 bench what *args:
     {{py}} -m scripts.bench_{{what}} "${@:2}"

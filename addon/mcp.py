@@ -25,6 +25,7 @@ from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_
 _SAFE = re.compile(r"[^\w.\-]+")
 _decode_rpc = msgspec.json.Decoder()
 _RECENT = 20
+_COUNTERPARTIES = 1000  # destinations remembered per agent
 # What decoding a client's JSON can raise besides DecodeError: invalid UTF-8 inside a string,
 # nesting deeper than the decoder's recursion limit. Parsing never raises (DESIGN.md §4).
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -119,6 +120,9 @@ class InlineScorer:
         self.engine = engine or Engine.load()
         self._recent: dict[str, collections.deque[str]] = {}
         self._servers: dict[str, set[str]] = {}
+        # Salted digests of the destinations each agent's calls named (engine.counterparties):
+        # an address the agent already used is a known counterparty, not a new outside party.
+        self._counterparties: dict[str, set[str]] = {}
 
     def _history(self, agent_id: str, server: str | None) -> HistoryFacts:
         recent = self._recent.get(agent_id)
@@ -127,9 +131,23 @@ class InlineScorer:
             seen = self._servers.setdefault(agent_id, set())
             first = server not in seen
             seen.add(server)
+        known = self._counterparties.get(agent_id)
         return HistoryFacts(
-            first_use_of_server=first, recent_actions=list(recent) if recent else []
+            first_use_of_server=first,
+            recent_actions=list(recent) if recent else [],
+            known_counterparties=list(known) if known else [],
         )
+
+    def _remember_counterparties(self, agent_id: str, digests: list[str]) -> None:
+        if not digests:
+            return
+        known = self._counterparties.get(agent_id)
+        if known is None:
+            if len(self._counterparties) > 100_000:
+                self._counterparties.clear()
+            known = self._counterparties[agent_id] = set()
+        if len(known) < _COUNTERPARTIES:
+            known.update(digests)
 
     def remember(self, agent_id: str, action: str) -> None:
         """Add an action to the agent's recent history (also for actions scored elsewhere)."""
@@ -164,8 +182,9 @@ class InlineScorer:
         if mcp_context is not None:
             doc["mcp_context"] = mcp_context
         event = convert_action_event(doc)
-        result = self.engine.score(event, self._history(agent_id, server))
+        result, facts = self.engine.score_with_facts(event, self._history(agent_id, server))
         self.remember(agent_id, action)
+        self._remember_counterparties(agent_id, self.engine.counterparties(facts))
         return event, result
 
     def score_mcp(

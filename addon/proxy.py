@@ -164,7 +164,7 @@ class Govrix:
         s = self.settings
         self._started = True
         self._load_policies()
-        self.scorer = InlineScorer(Engine.load())
+        self.scorer = InlineScorer(Engine.load(internal_domains=s.internal_domains))
         if self.recorder is None:
             self.recorder = Supervisor(
                 s,

@@ -30,6 +30,7 @@ from addon.pii import (
     scan_json,
     scan_segments,
     scan_text,
+    secrets,
 )
 from addon.pii.phones import valid_number
 
@@ -715,7 +716,8 @@ def test_gitleaks_rules_are_vendored_unmodified_and_mostly_used() -> None:
     assert version.startswith("v8.") and len(commit) == 40
     assert (rules.DATA / "gitleaks.LICENSE").read_text().startswith("MIT License")
     total = len(rules.config(rules.read("gitleaks.toml")).rules)
-    used = len(rules.RULES.vendor) + len(rules.RULES.assign)
+    # a rule joining a keyword form and a prefixed form is used by both detectors
+    used = len({r.id for r in (*rules.RULES.vendor, *rules.RULES.assign)})
     local = len(rules.config(rules.read("local_rules.toml")).rules)
     dropped = dict(rules.DROPPED)
     assert used + len(dropped) == total + local
@@ -728,6 +730,189 @@ def test_gitleaks_rules_are_vendored_unmodified_and_mostly_used() -> None:
         "adapted in local_rules.toml",
         "replaced by the generic rule (secrets.py)",
     }
+
+
+# --- classes of input: cards, phones, SSNs, vendor token formats, OIDs ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # legacy and short lengths: a card when grouped like one or with a card word nearby
+        ("4222 2222 2222 2", {"credit_card"}),  # 13-digit Visa, grouped 4-4-4-1
+        ("4222-2222-22222", {"credit_card"}),  # 4-4-5
+        ("card 4222222222222", {"credit_card"}),
+        ("Please charge my credit card 4222222222222 today", {"credit_card"}),
+        ("4222222222222 is the Visa on file", {"credit_card"}),
+        ('{"cc_number": "4222222222222"}', {"credit_card"}),
+        ("| sku | 4222222222222 |", set()),  # a bare 13-digit run: a barcode until marked
+        ("213112345678904", {"credit_card"}),  # JCB's legacy 15-digit ranges stand alone
+        ("1800 9876 5432 105", {"credit_card"}),
+        ("3512 3456 7890 1236", {"credit_card"}),  # JCB's 35 block outside 3528-3589
+        ("6759 6498 2648", {"credit_card"}),  # 12-digit Maestro, grouped
+        ("675964982648", set()),  # ... bare: a UPC as likely
+        ("maestro 675964982648", {"credit_card"}),
+        ("0604 1234 5674", {"credit_card"}),  # Maestro's 0604 range
+        ("IBAN SE37 2129 3359 6040 8010 4457", set()),  # the tail of longer groups
+        ("Tarjeta 4222222222222", {"credit_card"}),
+    ],
+)
+def test_card_classes(text: str, expected: set[str]) -> None:
+    assert _types(text) == expected, text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # '+' numbers of any country: valid, or of a length the country uses
+        ("+1 (283) 555-0143", {"phone"}),
+        ("+44 29 2018 0000", {"phone"}),
+        ("(+358) 40 1234567", {"phone"}),  # the country code in parentheses
+        ("+52 (1) 55 1234 5678", {"phone"}),  # a trunk or mobile digit in parentheses
+        ("+7 (912) 345-67-89", {"phone"}),
+        ("+31 (0)20 123 4567", {"phone"}),
+        ("0044 29 2018 0000", {"phone"}),
+        ("+45 0123 4567", {"phone"}),  # a kept trunk 0: still '+' notation
+        ("0045 0123 4567", set()),  # ... but not without the '+'
+        ("id 0012345678901", set()),  # a bare 00 run: a padded id unless a phone word says so
+        ("call 0012345678901", {"phone"}),
+        # national formats of the default regions
+        ("(351) 912345678", {"phone"}),  # a country code in parentheses without '+'
+        ("8 (912) 345-67-89", {"phone"}),  # trunk 8, area code in parentheses
+        ("Stockholm 08-123 456 78", {"phone"}),
+        ("Bruxelles 02 123 45 67", {"phone"}),
+        ("Rotterdam 010-1234567", {"phone"}),
+        ("1-014-555-0199", {"phone"}),  # trunk 1 and NANP grouping
+        ("phone 2345 6789", {"phone"}),  # 8-digit plans need a phone word
+        ("years 2024 2025", set()),
+        ("Tel. 030 1234567", {"phone"}),  # an abbreviation does not end the sentence
+        ("Contact him. Order 4155552671", set()),  # a sentence does
+        # a bare run with a phone word before it, or a phone noun after it
+        ("ph: 4155552671", {"phone"}),
+        ("you can reach me at 4155552671", {"phone"}),
+        ("4155552671 is my cell", {"phone"}),
+        ("4155552671 is my order", set()),
+    ],
+)
+def test_phone_classes(text: str, expected: set[str]) -> None:
+    assert _types(text) == expected, text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("social_security_number: 078051120", {"ssn"}),
+        ("customer_ssn=078051120", {"ssn"}),
+        ("Soc. Sec. No. 078051120", {"ssn"}),
+        ("S.S.N. 078051120", {"ssn"}),
+        ("078051120 is my SSN", {"ssn"}),
+        ("The social security number we have on file for you is 078051120", {"ssn"}),
+        ("078051120 is my order", set()),
+        ("SSN 666051120", set()),
+    ],
+)
+def test_ssn_classes(text: str, expected: set[str]) -> None:
+    assert _types(text) == expected, text
+
+
+@pytest.mark.parametrize(
+    ("segments", "expected"),
+    [
+        ([("$.params.arguments.ssn", "078051120")], {"ssn"}),  # the key is the context
+        ([("$.params.arguments.phone", "4155552671")], {"phone"}),
+        (
+            [
+                ("$.messages[0].content[0].text", "my SSN is"),
+                ("$.messages[0].content[1].text", "078051120"),
+            ],
+            {"ssn"},  # parts of one message read as one text
+        ),
+        ([("$.messages[0].content", "my SSN is"), ("$.messages[1].content", "078051120")], set()),
+        ([("$.params.arguments.order_id", "078051120")], set()),
+    ],
+)
+def test_segment_keys_and_message_parts_give_context(
+    segments: list[tuple[str, str]], expected: set[str]
+) -> None:
+    assert {f.type for f in scan_segments(segments)} == expected
+
+
+_HEX = "0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # gitleaks' token end widened to prose, markdown, URLs and JSON text inside JSON
+        "use sk_live_" + _token(_ALNUM, 24, 30) + ", then retry",
+        "(dapi" + _token(_HEX, 32, 31) + ")",
+        "**glsa_" + _token(_ALNUM, 32, 32) + "_" + _token(_HEX, 8, 33) + "**",
+        json.dumps(
+            json.dumps({"key": "PMAK-" + _token(_HEX, 24, 34) + "-" + _token(_HEX, 34, 35)})
+        ),
+        # the prefixed form of a rule that also has a keyword form (atlassian)
+        "ATATT3" + _token(_ALNUM + "_-", 177, 36) + "=" + _token("0123456789ABCDEF", 8, 37),
+        # a keyword rule whose own keyword is the secret's prefix counts without the name
+        "NRAK-" + _token(string.ascii_uppercase + string.digits, 27, 38),
+        # a keyword rule assigned in prose
+        "my mailgun api key is key-" + _token(_HEX, 32, 39),
+        "the aws secret access key is " + _token(_ALNUM + "/+", 40, 40),
+        # formats gitleaks has no rule for (local_rules.toml)
+        "https://discord.com/api/webhooks/"
+        + _token(string.digits, 18, 41)
+        + "/"
+        + _token(_ALNUM + "_-", 68, 42),
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey="
+        + _token(_ALNUM + "+/", 86, 43)
+        + "==;EndpointSuffix=core.windows.net",
+        "https://acme.blob.core.windows.net/c?sv=2022-11-02&sp=r&sig=" + _token(_ALNUM, 43, 44),
+        "gsk_" + _token(_ALNUM, 52, 45),
+        "dckr_pat_" + _token(_ALNUM + "_-", 27, 46),
+        "r8_" + _token(_ALNUM, 37, 47),
+        "key-" + _token(_HEX, 32, 48),
+        _token(_HEX, 32, 49) + "-us14",
+        _token(string.digits, 9, 50) + ":AA" + _token(_ALNUM + "_-", 33, 51),
+    ],
+)
+def test_vendor_token_classes(text: str) -> None:
+    assert Counter(m.type for m in scan_text(text)) == {"secret": 1}, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the token is expired",
+        "password was reset",
+        "DefaultEndpointsProtocol=https;EndpointSuffix=core.windows.net",
+        "key-value store",
+        "locale en-us",
+    ],
+)
+def test_vendor_token_look_alikes(text: str) -> None:
+    assert "secret" not in _types(text), text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the attribute 2.5.4.3 is CN", set()),
+        ("objectIdentifier: 2.5.4.10", set()),
+        ("arc 1.3.6.1 is internet", set()),
+        ("OIDs: 2.5.4.6, 2.5.4.7", set()),
+        ("snmpwalk host 1.3.6.1", set()),
+        ('{"oid": "2.5.29.17"}', set()),
+        ("host 1.3.6.2", {"ipv4"}),
+        ("server 2.5.30.1", {"ipv4"}),
+    ],
+)
+def test_oid_classes(text: str, expected: set[str]) -> None:
+    assert _types(text) == expected, text
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.binary(min_size=1, max_size=200), threshold=st.sampled_from([0.0, 2.0, 3.0, 4.5]))
+def test_entropy_at_least_agrees_with_entropy(value: bytes, threshold: float) -> None:
+    assert secrets.entropy_at_least(value, threshold) == (secrets.entropy(value) >= threshold)
 
 
 # --- false-positive classes ----------------------------------------------------------------------

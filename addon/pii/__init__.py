@@ -18,21 +18,34 @@ Modules, one concern each:
 
 Precision/recall decisions (``tests/data/pii_corpus.jsonl`` and ``tests/test_pii.py`` pin them):
 
-- phone: see ``phones.py``; national formats only for ``GOVRIX_PII_PHONE_REGIONS``.
+- phone: see ``phones.py``; '+'/'00' numbers of any country (valid or of a possible length),
+  national formats for ``GOVRIX_PII_PHONE_REGIONS``; a bare digit run only with a phone word.
 - ssn: ``AAA-GG-SSSS`` or ``AAA GG SSSS`` with the SSA rules (area not 000, 666 or 9xx, group not
-  00, serial not 0000); a bare 9-digit run only after an SSN keyword.
-- credit_card: 14-19 digits, one kind of separator, Luhn, and an issuer prefix whose length fits;
-  no network issues 13-digit cards, so EAN-13 barcodes are not cards.
+  00, serial not 0000); a bare 9-digit run only with an SSN word in its sentence or key
+  (``ssn``, ``social_security_number``, ``Soc. Sec. No.``, ``taxpayer``) or right after it.
+- credit_card: 12-19 digits, one kind of separator, Luhn, and an issuer range whose lengths fit
+  (Visa 13/16/19, JCB 15 with 2131/1800 and 16-19 in the 35 block, Maestro 12-19, ...). Visa's
+  13 digits and Maestro's 12-15 collide with EAN/UPC barcodes, so they count only when grouped
+  like a card (4-4-4-1, 4-4-5) or with a card word nearby (card, visa, cc, payment, cvv, ...).
+  A group continuing longer digit groups (an IBAN's tail) is not a card.
 - ipv4: four octets 0-255 without leading zeros; not part of a longer dotted run (an OID), not
-  after a version word or marker (``v``, ``version=``, ``AssemblyVersion("``, ``==``, ``oid``).
+  after a version or OID word (``v``, ``version=``, ``AssemblyVersion("``, ``==``, ``oid``,
+  ``objectIdentifier``, ``snmp``), not a well-known OID arc (``1.3.6.1``, ``2.5.4.x``,
+  ``2.5.29.x``).
 - ipv6: ``ipaddress`` must accept it, with a decimal digit and four hex digits (not ``add::bead``).
 - email: RFC-shaped with an alphabetic TLD; not ``icon@2x.png``, not ``git@github.com:org/repo``.
 - iban: country length and mod-97.
-- secret: vendor rules (gitleaks), JWTs whose header has ``alg``, private key blocks, a secret
-  word assigned a high-entropy value; placeholders are not secrets.
+- secret: vendor rules (gitleaks, loaded with a token end that fits prose, markdown and JSON text
+  inside JSON; plus ``data/local_rules.toml`` for formats gitleaks lacks), JWTs whose header has
+  ``alg``, private key blocks, a secret word assigned (or, in prose, "is") a high-entropy value;
+  placeholders are not secrets.
+- context: ``scan_segments`` gives each segment its key ("ssn: ..." for an MCP argument) and reads
+  the content parts of one message as one text.
 
-Cost, medians on a shared 2-core machine (2026-12-02): ~12 µs for a clean 4 KB prompt, ~6 µs per
-value found, 2.4 µs per IBAN check (stdnum: 22 µs); JSON with a match costs a walk of its leaves.
+Cost, medians on a shared 2-core machine (2026-12-02): ~12 µs for a clean 4 KB prompt's RE2 pass
+(~20 µs through ``scan_segments``), ~20-25 µs per value found when the text was seen before and
+60-100 µs the first time (phone metadata, new DFA states), 2.4 µs per IBAN check (stdnum: 22 µs);
+JSON with a match costs a walk of its leaves and a scan of the leaves that hold the matches.
 ``scripts/govrix bench pii`` measures the recorder's path. For streams, feed one network chunk at a
 time rather than one SSE event.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any, Final
 
 import msgspec
@@ -26,6 +27,7 @@ _decode: Final = msgspec.json.Decoder()
 _HAS_DIGIT: Final = re.compile(r"[0-9]")
 _MAX_DEPTH: Final = 4  # JSON text inside JSON strings, at most this deep
 _SEPARATOR: Final = b"\n\x00"  # between segments scanned in one pass, as between leaves
+_PART_SEPARATOR: Final = b"\n"  # between content parts of one message
 _Counts = dict[tuple[str, str], int]
 
 
@@ -128,8 +130,31 @@ def _path(root: str, tree: list[tuple[int, str | int]], node: int) -> str:
     return path
 
 
-def _scan_document(doc: Any, root: str, counts: _Counts) -> None:
+def _holding(
+    lines: list[str], nodes: list[int], hints: list[str]
+) -> tuple[list[str], list[int], list[int]] | None:
+    """The lines that hold one of ``hints`` (with their starts and nodes), or None when a hint
+    is in no line (a value written with JSON escapes: the whole document is scanned then)."""
+    kept: list[int] = [i for i, line in enumerate(lines) if any(h in line for h in hints)]
+    if not all(any(h in lines[i] for i in kept) for h in hints):
+        return None
+    starts: list[int] = []
+    size = 0
+    for i in kept:
+        starts.append(size)
+        size += len(lines[i])
+    return [lines[i] for i in kept], starts, [nodes[i] for i in kept]
+
+
+def _scan_document(doc: Any, root: str, counts: _Counts, hints: list[str] | None = None) -> None:
+    """Count ``doc``'s matches by leaf path. ``hints``, the values a scan of the document's text
+    found, limit the scan to the leaves that hold them (each still scanned whole, key included):
+    what the text scan found is known to be there, only its paths are not."""
     lines, starts, nodes, tree = _walk(doc)
+    if hints:
+        held = _holding(lines, nodes, hints)
+        if held is not None:
+            lines, starts, nodes = held
     paths: dict[int, str] = {}
     for match in scan_text("".join(lines)):  # str offsets, like the line starts
         leaf = bisect_right(starts, match.start) - 1
@@ -146,30 +171,56 @@ def _count(counts: _Counts, path: str, matches: list[Match]) -> None:
         counts[key] = counts.get(key, 0) + 1
 
 
+@lru_cache(maxsize=4096)
+def _path_context(path: str) -> tuple[bytes, str | None]:
+    """A segment's context from its path: ``b"key: "`` when the path ends in a word key (never a
+    key with digits: it may be PII), and the list of content parts it belongs to, if any
+    (``$.messages[0].content`` for ``$.messages[0].content[1].text``)."""
+    quoted = path.endswith('"]')
+    key = path[path.rfind('["') + 2 : -2] if quoted else path[path.rfind(".") + 1 :]
+    usable = key[:1].isalpha() and not ("]" in key or "[" in key or "@" in key)
+    prefix = key.encode() + b": " if usable and not _HAS_DIGIT.search(key) else b""
+    stem = path.removesuffix(".text")
+    open_at = stem.rfind("[")
+    parts = stem.endswith("]") and open_at >= 0 and stem[open_at + 1 : -1].isdigit()
+    return prefix, stem[:open_at] if parts else None
+
+
 def scan_segments(segments: Iterable[tuple[str, str]]) -> list[Finding]:
     """Scan ``(json_path, text)`` pairs; one :class:`Finding` per (type, path), first seen first.
 
     A segment holding JSON text is reported at paths inside it (``...arguments.to``).
     """
-    paths: list[str] = []
-    bufs: list[bytes] = []
-    texts: list[str] = []
-    for path, text in segments:
-        paths.append(path)
-        texts.append(text)
-        bufs.append(encode(text))
-    if not bufs:
-        return []
     # One RE2 pass over every segment, NUL-separated (no detector crosses a NUL, and keyword
     # look-behind stops there): each call into RE2 costs ~1 µs however short its text, so a
     # body of many small strings costs a pass over its bytes instead of a call per string.
+    # Each segment is preceded by its key ("ssn: 078051120" for MCP arguments, as in a
+    # document's lines), and the parts of one message follow each other without a NUL
+    # ("my SSN is" and "078051120" in two content parts are one sentence to the reader).
+    paths: list[str] = []
+    texts: list[str] = []
     starts: list[int] = []
+    pieces: list[bytes] = []
     size = 0
-    for buf in bufs:
+    previous: str | None = None
+    for path, text in segments:
+        key, parent = _path_context(path)
+        if pieces:
+            separator = _PART_SEPARATOR if parent is not None and parent == previous else _SEPARATOR
+            pieces.append(separator)
+            size += len(separator)
+        previous = parent
+        buf = key + encode(text) if key else encode(text)
+        paths.append(path)
+        texts.append(text)
         starts.append(size)
-        size += len(buf) + len(_SEPARATOR)
+        pieces.append(buf)
+        size += len(buf)
+    if not pieces:
+        return []
     by_segment: dict[int, list[Match]] = {}
-    for match in scan_bytes(_SEPARATOR.join(bufs)):
+    joined = b"".join(pieces)
+    for match in scan_bytes(joined):
         i = bisect_right(starts, match.start) - 1
         by_segment.setdefault(i, []).append(match)
     counts: _Counts = {}
@@ -180,7 +231,8 @@ def scan_segments(segments: Iterable[tuple[str, str]]) -> list[Finding]:
         if doc is None:
             _count(counts, paths[i], matches)
         else:
-            _scan_document(doc, paths[i], counts)
+            hints = [joined[m.start : m.end].decode("utf-8", "surrogatepass") for m in matches]
+            _scan_document(doc, paths[i], counts, hints)
     return [Finding(type=kind, count=n, path=path) for (kind, path), n in counts.items()]
 
 

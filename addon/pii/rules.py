@@ -16,6 +16,13 @@ rules scoped to file paths (a request has none), rules without a literal prefix 
 be a candidate), gitleaks' ``generic-api-key`` (its 1,446 stopwords and file-oriented allowlists
 do not fit prompts; the generic rule replaces it), and the ones adapted in ``local_rules.toml``.
 Every regex compiles with RE2 (gitleaks is written in Go, whose regexp is RE2's syntax).
+
+Four adaptations at load time, for prompts rather than files: a token may end at any character
+that cannot continue it (gitleaks ends it at a quote, a space or ';'; prose ends it with ',', ')',
+'**', URLs with '&', JSON text inside JSON with '\\"'); a rule joining a keyword form and a
+prefixed form (``jira = <hex>|ATATT3...``) gives each alternative to its own detector; a keyword
+rule whose own keyword begins the secret (``nrak`` for ``NRAK-...``) also counts the secret
+without the vendor's name; and "is"/"was" assign too ("my mailgun key is key-...").
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ DATA: Final = Path(__file__).parent / "data"
 _NAME_PREFIX: Final = r"[\w.-]{0,50}?"
 KEYWORD_END: Final = r"(?:[ \t\w.-]{0,20})"
 ASSIGN_OPERATOR: Final = r"(?:=|>|:{1,3}=|\|\||:|=>|\?=|,)"
+# Prompts assign in prose too ("my mailgun key is key-..."): the operators plus "is"/"was".
+PROSE_OPERATOR: Final = r"(?:=|>|:{1,3}=|\|\||:|=>|\?=|,|\bis\b|\bwas\b)"
 # An HTTP authorization scheme may stand between the operator and the value.
 SCHEME: Final = r"(?:(?i:bearer|basic|token)\s+)?"
 # Shared tail of the keyword detector: the separator run, an operator, quotes, a value start.
 _ASSIGN_TAIL: Final = (
     KEYWORD_END
     + r"""[\s'"]{0,3}"""
-    + ASSIGN_OPERATOR
+    + PROSE_OPERATOR
     + r"""[\x60'"\s=]{0,5}"""
     + SCHEME
     + r"""[^\s'"\x60]{8}"""
@@ -50,8 +59,11 @@ _ASSIGN_TAIL: Final = (
 # The words of the generic rule (secrets.py): a secret word, the same tail, then a random value.
 GENERIC_WORDS: Final = (
     r"passw(?:or)?d|\bpwd|passphrase|secret|token|api[_.-]?key|apikey|access[_.-]?key"
-    r"|private[_.-]?key|auth[_.-]?key|credentials?|\bauth"
+    r"|(?:private|auth|account|storage|signing|master|encryption)[_.\- ]?key|credentials?|\bauth"
 )
+# A command line passes a secret as an option's argument: "--secret-access-key X",
+# "--password X", "aws configure set aws_secret_access_key X".
+FLAG_NAME: Final = r"(?i:(?:--|\bset[ \t]+)[\w-]*?(?:" + GENERIC_WORDS + r")[\w-]*[ \t]+)" + SCHEME
 MIN_KEYWORD: Final = 3  # shorter keywords ("ey", "sk", "s.") are in every text: regex instead
 _DROPPED_IDS: Final = {
     "generic-api-key": "replaced by the generic rule (secrets.py)",
@@ -131,8 +143,13 @@ def gitleaks_source() -> tuple[str, str]:
     return source.version, source.commit
 
 
-# gitleaks' usual end of a token; a candidate needs no end (the rule's own regex checks it).
-_TERMINATORS: Final = (r"""(?:[\x60'"\s;]|\\[nr]|$)""", r"""(?:[\x60'"\s;]|\\[nr]|$|\b)""")
+# gitleaks' usual end of a token. Code ends a token with a quote, a space or ';'; prose, markdown,
+# URLs and JSON text inside JSON end it with anything else too ("use sk_live_..., then", "(key)",
+# "**key**", "?sig=...&", '\\"'), so the rules are loaded with "no further token character".
+# A candidate needs no end (the rule's own regex checks it).
+_GITLEAKS_END: Final = r"""(?:[\x60'"\s;]|\\[nr]|$)"""
+_PROSE_END: Final = r"(?:[^A-Za-z0-9_\-]|$)"
+_TERMINATORS: Final = (_PROSE_END, r"""(?:[\x60'"\s;]|\\[nr]|$|\b)""")
 
 
 def by_keyword(rule: Rule) -> bool:
@@ -157,7 +174,63 @@ def candidate(pattern: str) -> str:
     return loose
 
 
+def _alternatives(regex: str) -> list[str]:
+    """The top-level alternatives of ``regex``, each with the leading flags of the whole."""
+    flags = ""
+    if regex.startswith("(?") and regex[2:3].isalpha() and ")" in regex[:8]:
+        flags = regex[: regex.index(")") + 1]
+        regex = regex[len(flags) :]
+    out: list[str] = []
+    depth, start, i, in_class = 0, 0, 0, False
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if regex.startswith("^]", i + 1) or regex.startswith("]", i + 1):
+                i += 1 + (regex[i + 1] == "^")
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            out.append(flags + regex[start:i])
+            start = i + 1
+        i += 1
+    out.append(flags + regex[start:])
+    return out
+
+
+def _value_rule(raw: _Rule, anchored: str) -> str | None:
+    """A keyword rule's secret on its own, when one of its keywords is the secret's own prefix.
+
+    gitleaks' keywords are its prefilter; a keyword such as ``nrak`` that begins the secret
+    (``NRAK-...``) says the value alone identifies the vendor, so it counts without its name.
+    """
+    tail = ASSIGN_OPERATOR + r"""[\x60'"\s=]{0,5}"""
+    at = anchored.find(tail)
+    if at < 0 or not anchored.startswith("(", at + len(tail)):
+        return None
+    value = anchored[at + len(tail) :]
+    literal = ""
+    for c in value[1:]:
+        if not (c.isalnum() or c in "-_"):
+            break
+        literal += c
+    if len(literal) < MIN_KEYWORD or not any(
+        literal.lower().startswith(k.lower()) for k in raw.keywords
+    ):
+        return None
+    flags = "(?i)" if anchored.startswith("(?i)") else ""
+    return flags + r"\b" + value
+
+
 def _rule(raw: _Rule, regex: str) -> Rule:
+    regex = regex.replace(_GITLEAKS_END, _PROSE_END).replace(ASSIGN_OPERATOR, PROSE_OPERATOR)
     allow = [
         p for a in raw.allowlists if a.regexTarget == "secret" and not a.paths for p in a.regexes
     ]
@@ -203,17 +276,32 @@ def load_rules() -> RuleSet:
             dropped.append((raw.id, "matches file names only"))
         elif raw.path:
             dropped.append((raw.id, "scoped to file paths a request does not have"))
-        elif (keyword := _keyword(raw.regex)) is not None:
-            keywords.append(keyword[0])
-            assign.append(_rule(raw, keyword[1]))
         else:
-            vendor.append(_rule(raw, raw.regex))
+            # A rule may join a keyword form and a prefixed form (``jira = <hex>|ATATT3...``):
+            # each alternative goes to its own detector.
+            parts = _alternatives(raw.regex) if raw.secretGroup == 0 else [raw.regex]
+            for part in parts:
+                if (keyword := _keyword(part)) is not None:
+                    keywords.append(keyword[0])
+                    assign.append(_rule(raw, keyword[1]))
+                    if (value := _value_rule(raw, keyword[1])) is not None:
+                        vendor.append(_rule(raw, value))
+                else:
+                    vendor.append(_rule(raw, part))
     vendor_pattern = "|".join(
         [_literals(k for r in vendor if by_keyword(r) for k in r.keywords)]
         + [f"(?:{candidate(r.pattern)})" for r in vendor if not by_keyword(r)]
     )
     assign_pattern = (
-        "(?i:" + "|".join(f"(?:{k})" for k in keywords) + "|" + GENERIC_WORDS + ")" + _ASSIGN_TAIL
+        "(?i:"
+        + "|".join(f"(?:{k})" for k in keywords)
+        + "|"
+        + GENERIC_WORDS
+        + ")"
+        + _ASSIGN_TAIL
+        + "|"
+        + FLAG_NAME
+        + r"""[^\s'"\x60]{8}"""
     )
     return RuleSet(tuple(vendor), tuple(assign), vendor_pattern, assign_pattern, tuple(dropped))
 

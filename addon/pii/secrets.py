@@ -20,11 +20,12 @@ import msgspec
 
 from addon.pii.regex import ANCHOR_START, UNANCHORED, compile_raw, compile_set
 from addon.pii.rules import (
-    ASSIGN_OPERATOR,
     DROPPED,
+    FLAG_NAME,
     GENERIC_WORDS,
     KEYWORD_END,
     MIN_KEYWORD,
+    PROSE_OPERATOR,
     RULES,
     SCHEME,
     Rule,
@@ -33,7 +34,15 @@ from addon.pii.rules import (
     global_allowlist,
 )
 
-__all__ = ["DROPPED", "RULES", "entropy", "not_a_secret", "valid_assign", "valid_vendor"]
+__all__ = [
+    "DROPPED",
+    "RULES",
+    "entropy",
+    "entropy_at_least",
+    "not_a_secret",
+    "valid_assign",
+    "valid_vendor",
+]
 
 _GENERIC: Final = compile_raw(
     r"(?i)(?:"
@@ -41,11 +50,12 @@ _GENERIC: Final = compile_raw(
     + r")"
     + KEYWORD_END
     + r"""[\s'"]{0,3}"""
-    + ASSIGN_OPERATOR
+    + PROSE_OPERATOR
     + r"""[\x60'"\s=]{0,5}"""
     + SCHEME
-    + r"""([^\s'"\x60;,)\]}>]{8,200})"""
+    + r"""([^\s'"\x60;,)\]}><]{8,200})"""
 )
+_FLAG: Final = compile_raw(FLAG_NAME + r"""([^\s'"\x60;,)\]}><]{8,200})""")
 _WINDOW: Final = 8192  # bytes after a candidate's start that its rules may look at
 _KEYWORD_REACH: Final = 256  # bytes before a match where a rule's context keyword may be
 _BEFORE_KEYWORD: Final = 64  # bytes before a keyword where a rule's match may start
@@ -82,7 +92,9 @@ _PLACEHOLDER: Final = (
 _NOT_SECRET: Final = compile_raw(
     "|".join(f"(?:{pattern})" for pattern in [*global_allowlist(), _PLACEHOLDER])
 )
-_ONLY_NAME: Final = compile_raw(r"[a-zA-Z_.\-]+")  # a word or variable name, not a secret
+# A word or variable name, or a name=word setting (a connection string's "Protocol=https"): not
+# a secret.
+_ONLY_NAME: Final = compile_raw(r"[a-zA-Z_.\-]+(?:=[a-zA-Z_.\-]*)?")
 
 
 _C_LOG2_C: Final = (0.0, *(c * math.log2(c) for c in range(1, _WINDOW + 1)))
@@ -94,6 +106,25 @@ def entropy(value: bytes) -> float:
     if not n or n > _WINDOW:
         return 0.0
     return math.log2(n) - sum(_C_LOG2_C[value.count(b)] for b in set(value)) / n
+
+
+def entropy_at_least(value: bytes, threshold: float) -> bool:
+    """``entropy(value) >= threshold``, mostly without counting bytes.
+
+    With ``n`` bytes of ``k`` distinct values the entropy lies between log2(k) (all equally
+    frequent) and the entropy of one value taking ``n-k+1`` bytes and the others one each; a
+    random token clears the threshold on that lower bound, a word fails it on the upper one.
+    Only in between are the bytes counted.
+    """
+    n = len(value)
+    if not n or n > _WINDOW:
+        return threshold <= 0.0
+    k = len(set(value))
+    if math.log2(k) < threshold:
+        return False
+    log_n = math.log2(n)
+    lowest = log_n - _C_LOG2_C[n - k + 1] / n  # the k-1 single bytes add nothing to sum(c·log2 c)
+    return lowest >= threshold or entropy(value) >= threshold
 
 
 def _search(regex: Any, value: bytes) -> bool:
@@ -115,12 +146,16 @@ def _is_jwt(value: bytes) -> bool:
     return isinstance(decoded, dict) and "alg" in decoded
 
 
+_DIGIT_BYTES: Final = b"0123456789"
+_UPPER_BYTES: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LOWER_BYTES: Final = b"abcdefghijklmnopqrstuvwxyz"
+
+
 def _mixed_case_and_digit(value: bytes) -> bool:
     body = value.split(b"-", 1)[-1]
-    return (
-        any(48 <= c <= 57 for c in body)
-        and any(65 <= c <= 90 for c in body)
-        and any(97 <= c <= 122 for c in body)
+    n = len(body)
+    return all(
+        len(body.translate(None, chars)) < n for chars in (_DIGIT_BYTES, _UPPER_BYTES, _LOWER_BYTES)
     )
 
 
@@ -143,7 +178,7 @@ def _secret_span(rule: Rule, buf: bytes, start: int) -> tuple[int, int] | None:
     else:
         span = next((g for g in groups if g[0] >= 0 and g[1] > g[0]), spans[0])
     value = buf[span[0] : span[1]]
-    if not value or (rule.entropy and entropy(value) < rule.entropy):
+    if not value or (rule.entropy and not entropy_at_least(value, rule.entropy)):
         return None
     # gitleaks runs a rule only where one of its keywords occurs; most keywords are the prefix
     # itself, a few are context (a bare 40-hex Sourcegraph token needs "sourcegraph" nearby).
@@ -216,25 +251,33 @@ def generic_secret_ok(value: bytes) -> bool:
         return False
     if value.isdigit() or b"://" in value or value[:1] in b"$%{(/@." or b"@" in value:
         return False
-    if entropy(value) < 3.0 or not_a_secret(value):
+    if _classes(value) < 2 or not entropy_at_least(value, 3.0):
         return False
-    classes = (
-        any(48 <= c <= 57 for c in value)
-        + any(65 <= c <= 90 for c in value)
-        + any(97 <= c <= 122 for c in value)
-        + any(not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122) for c in value)
-    )
-    return classes >= 2
+    return not not_a_secret(value)
+
+
+def _classes(value: bytes) -> int:
+    """How many of digits, upper case, lower case and other bytes ``value`` holds."""
+    n = len(value)
+    without_digits = len(value.translate(None, _DIGIT_BYTES))
+    without_upper = len(value.translate(None, _UPPER_BYTES))
+    without_lower = len(value.translate(None, _LOWER_BYTES))
+    other = n - (n - without_digits) - (n - without_upper) - (n - without_lower)
+    return (without_digits < n) + (without_upper < n) + (without_lower < n) + (other > 0)
 
 
 def valid_assign(buf: bytes, start: int, end: int) -> tuple[int, int] | None:
-    """A keyword assignment: a vendor keyword rule, else the generic rule, decides."""
+    """A keyword assignment: a vendor keyword rule, else the generic rule (``word = value``, or a
+    command-line option ``--word value``), decides."""
     span = _first_rule(RULES.assign, _ASSIGN_SET, buf, start)
     if span is not None:
         return span
-    spans = _GENERIC.Match(ANCHOR_START, buf, start, min(len(buf), start + 512))
+    stop = min(len(buf), start + 512)
+    spans = _GENERIC.Match(ANCHOR_START, buf, start, stop)
     if spans[0][0] < 0:
-        return None
+        spans = _FLAG.Match(ANCHOR_START, buf, start, stop)
+        if spans[0][0] < 0:
+            return None
     value_start, value_end = spans[1]
     value = buf[value_start:value_end].rstrip(b".")
     return (value_start, value_start + len(value)) if generic_secret_ok(value) else None

@@ -11,18 +11,23 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, Final
 
-from addon.pii.patterns import SSN_CONTEXT, VERSION_CONTEXT
+from addon.pii.patterns import CARD_CONTEXT, OID_PREFIX, SSN_CONTEXT, VERSION_CONTEXT
 from addon.pii.regex import UNANCHORED, compile_raw
 
 Span = tuple[int, int]
 
 CONTEXT_WINDOW: Final = 32  # bytes looked at before a bare number for a keyword
+ID_CONTEXT_WINDOW: Final = 80  # the same for SSNs and card numbers (keyword_near)
 DIGITS: Final = frozenset(b"0123456789")
 WORD: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 # A digit or NUL (the leaf separator of documents.py) ends the look-behind for a keyword.
 _CONTEXT_STOPS: Final = DIGITS | {0}
 _HEX: Final = frozenset(b"0123456789ABCDEFabcdef")
+# Abbreviations written in lower case before a number ("fax no. ...", "tel. ...").
+_ABBREVIATIONS: Final = frozenset([b"no", b"nr", b"tel", b"ph", b"num", b"mob", b"fax", b"ext"])
 _SSN_CONTEXT: Final = compile_raw(SSN_CONTEXT)
+_CARD_CONTEXT: Final = compile_raw(CARD_CONTEXT)
+_OID_PREFIX: Final = compile_raw(OID_PREFIX)
 _VERSION_CONTEXT: Final = compile_raw(VERSION_CONTEXT)
 # File extensions that show up after an '@' in asset names (icon@2x.png) but are not mail TLDs.
 _FILE_EXTENSIONS: Final = frozenset(
@@ -80,20 +85,66 @@ def in_longer_number(buf: bytes, start: int, end: int) -> bool:
     return end + 1 < len(buf) and buf[end] in b"-." and buf[end + 1] in DIGITS
 
 
-def keyword_before(pattern: Any, buf: bytes, start: int) -> bool:
+def _abbreviation(word: bytes) -> bool:
+    return b"." in word or (len(word) <= 4 and word[:1].isupper()) or word.lower() in _ABBREVIATIONS
+
+
+def _sentence_start(buf: bytes, lo: int, start: int) -> int:
+    """Where the sentence holding ``start`` begins, at ``lo`` at the earliest.
+
+    A ". " ends a sentence unless it ends an abbreviation ("Tel. ", "Soc. Sec. No. ", "S.S.N. "):
+    a capitalized word of at most four characters, one with dots inside, or a common one in
+    lower case ("no.", "tel.").
+    """
+    stop = start
+    while True:
+        dot = buf.rfind(b". ", lo, stop)
+        if dot < 0:
+            return lo
+        word = buf[max(buf.rfind(b" ", lo, dot), lo - 1) + 1 : dot]
+        if not _abbreviation(word):
+            return dot + 1
+        stop = dot
+
+
+def keyword_before(pattern: Any, buf: bytes, start: int, reach: int = CONTEXT_WINDOW) -> bool:
     """True when ``pattern`` occurs shortly before ``start`` with no other number in between.
 
     Cutting the window at the previous digit (or leaf) keeps "call 415... order 415..." from
     lending the first number's keyword to the second.
     """
-    lo = max(0, start - CONTEXT_WINDOW)
+    lo = max(0, start - reach)
     for i in range(start - 1, lo - 1, -1):
         if buf[i] in _CONTEXT_STOPS:
             lo = i + 1
             break
-    lo = max(lo, buf.rfind(b". ", lo, start) + 1)  # nor does a keyword of an earlier sentence
+    lo = _sentence_start(buf, lo, start)  # nor does a keyword of an earlier sentence
     window = buf[lo:start]  # a slice, so that '$' and '\b' see its ends as the text's
     return bool(pattern.Match(UNANCHORED, window, 0, len(window))[0][0] >= 0)
+
+
+def keyword_after(pattern: Any, buf: bytes, end: int) -> bool:
+    """True when ``pattern`` occurs shortly after ``end`` in the same sentence, before any digit
+    ("4111 1111 1111 1 is my Visa")."""
+    hi = min(len(buf), end + CONTEXT_WINDOW)
+    for i in range(end, hi):
+        if buf[i] in _CONTEXT_STOPS:
+            hi = i
+            break
+    stop = buf.find(b". ", end, hi)
+    window = buf[end : hi if stop < 0 else stop]
+    return bool(pattern.Match(UNANCHORED, window, 0, len(window))[0][0] >= 0)
+
+
+def keyword_near(pattern: Any, buf: bytes, start: int, end: int) -> bool:
+    """``pattern`` earlier in the sentence (or the key) before ``start``, or shortly after ``end``.
+
+    Ids are introduced from further away than phone numbers ("the social security number we
+    have on file for you is ..."), so the look-behind reaches a whole clause.
+    """
+    return keyword_before(pattern, buf, start, ID_CONTEXT_WINDOW) or keyword_after(
+        pattern, buf, end
+    )
 
 
 def shrink(buf: bytes, start: int, end: int, check: Callable[[bytes], bool], seps: bytes) -> int:
@@ -138,32 +189,51 @@ def valid_email(buf: bytes, start: int, end: int) -> Span | None:
 # --- cards, SSNs, IBANs --------------------------------------------------------------------------
 
 
-def _issuer_length_ok(d: bytes) -> bool:
-    """Issuer prefix and length table; rejects Luhn-valid numbers no card network issues.
+# Answers of the brand table.
+_NOT_A_CARD: Final = 0
+_CARD: Final = 1
+_CARD_IF_MARKED: Final = 2  # a card only when grouped like one or with a card word nearby
 
-    No network issues 13-digit cards any more (Visa stopped), so EAN-13 barcodes, which are
-    Luhn-valid one time in ten, are never cards; Maestro is held to 16-19 digits for the same
-    reason (EAN prefixes 50-69 overlap its range).
+
+def _brand(d: bytes) -> int:
+    """Issuer (IIN) ranges and the lengths each brand issues; Luhn is checked apart.
+
+    Visa's 13-digit and Maestro's 12-15-digit numbers are real (Faker issues them too), but a
+    13-digit run is as likely an EAN-13 barcode and Maestro's 50/56-69 prefixes overlap EAN's and
+    UPC's country codes: those lengths count only when the number is marked as a card.
     """
     n = len(d)
-    if not 14 <= n <= 19:
-        return False
-    p2, p3, p4, p6 = int(d[:2]), int(d[:3]), int(d[:4]), int(d[:6])
+    if not 12 <= n <= 19:
+        return _NOT_A_CARD
+    p2, p3, p4 = int(d[:2]), int(d[:3]), int(d[:4])
     if d[0] == 0x34:  # Visa
-        return n in (16, 19)
+        return _CARD if n in (16, 19) else _CARD_IF_MARKED if n == 13 else _NOT_A_CARD
+    if p4 in (2131, 1800):  # JCB's legacy 15-digit numbers
+        return _CARD if n == 15 else _NOT_A_CARD
     if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:  # Mastercard
-        return n == 16
+        return _CARD if n == 16 else _NOT_A_CARD
+    if 2200 <= p4 <= 2204:  # Mir
+        return _CARD if n >= 16 else _NOT_A_CARD
     if p2 in (34, 37):  # Amex
-        return n == 15
-    if p2 in (36, 38, 39) or 300 <= p3 <= 305:  # Diners
-        return 14 <= n <= 19
-    if 3528 <= p4 <= 3589:  # JCB
-        return 16 <= n <= 19
-    if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or 622126 <= p6 <= 622925 or p2 == 62:
-        return 16 <= n <= 19  # Discover, UnionPay
+        return _CARD if n == 15 else _NOT_A_CARD
+    if p2 in (36, 38, 39) or 300 <= p3 <= 305 or p4 == 3095:  # Diners
+        return _CARD if n >= 14 else _NOT_A_CARD
+    if p2 == 35:  # JCB (3528-3589 assigned; the rest of the 35 block is JCB's test range)
+        return _CARD if n >= 16 else _NOT_A_CARD
+    if p4 == 6011 or 644 <= p3 <= 649 or p2 in (62, 65):  # Discover, UnionPay
+        return _CARD if n >= 16 else _NOT_A_CARD
     if p2 == 50 or 56 <= p2 <= 69:  # Maestro
-        return n >= 16
-    return False
+        return _CARD if n >= 16 else _CARD_IF_MARKED
+    if p4 == 604:  # Maestro's 0604 range
+        return _CARD_IF_MARKED
+    return _NOT_A_CARD
+
+
+def _card_grouping(value: bytes) -> bool:
+    """Grouped the way cards are printed: a first group of four, then groups of three to six
+    (4-4-4-4, 4-6-5, 4-4-5, 4-3-3-3), the last possibly shorter (4-4-4-1)."""
+    sizes = [len(g) for g in value.replace(b"-", b" ").split(b" ")]
+    return len(sizes) >= 3 and sizes[0] == 4 and all(3 <= size <= 6 for size in sizes[1:-1])
 
 
 def _luhn(d: bytes) -> bool:
@@ -176,18 +246,27 @@ def _luhn(d: bytes) -> bool:
     return total % 10 == 0
 
 
-def _card_ok(value: bytes) -> bool:
-    has_space, has_dash = b" " in value, b"-" in value
-    if has_space and has_dash:
-        return False
-    digits = value.replace(b" ", b"").replace(b"-", b"")
-    return _issuer_length_ok(digits) and _luhn(digits)
-
-
 def valid_card(buf: bytes, start: int, end: int) -> Span | None:
     if before(buf, start) == 0x2B or in_longer_number(buf, start, end):  # '+': a phone number
         return None
-    return _span(start, shrink(buf, start, end, _card_ok, b" -"))
+    if start >= 2 and buf[start - 1] == 0x20 and buf[start - 2] in DIGITS:
+        return None  # the tail of longer digit groups (an account number, an IBAN)
+    marked: list[bool] = []  # the card word is looked for once, and only when needed
+
+    def card_ok(value: bytes) -> bool:
+        if b" " in value and b"-" in value:
+            return False
+        digits = value.replace(b" ", b"").replace(b"-", b"")
+        brand = _brand(digits)
+        if brand == _NOT_A_CARD or not _luhn(digits):
+            return False
+        if brand == _CARD or _card_grouping(value):
+            return True
+        if not marked:
+            marked.append(keyword_near(_CARD_CONTEXT, buf, start, end))
+        return marked[0]
+
+    return _span(start, shrink(buf, start, end, card_ok, b" -"))
 
 
 def _ssn_ok(digits: bytes) -> bool:
@@ -203,9 +282,9 @@ def valid_ssn(buf: bytes, start: int, end: int) -> Span | None:
 
 
 def valid_ssn_bare(buf: bytes, start: int, end: int) -> Span | None:
-    if in_longer_number(buf, start, end) or not keyword_before(_SSN_CONTEXT, buf, start):
+    if in_longer_number(buf, start, end) or not _ssn_ok(buf[start:end]):
         return None
-    return (start, end) if _ssn_ok(buf[start:end]) else None
+    return (start, end) if keyword_near(_SSN_CONTEXT, buf, start, end) else None
 
 
 # IBAN length per country (ISO 13616 registry); stdnum's full check costs ~25 µs a call, this
@@ -246,9 +325,12 @@ def valid_ipv4(buf: bytes, start: int, end: int) -> Span | None:
         end + 1 < len(buf) and buf[end] == 0x2E and buf[end + 1] in DIGITS
     ):
         return None
-    for octet in buf[start:end].split(b"."):
+    value = buf[start:end]
+    for octet in value.split(b"."):
         if int(octet) > 255 or (len(octet) > 1 and octet[0] == 0x30):
             return None
+    if value[0] in b"12" and _OID_PREFIX.Match(UNANCHORED, value, 0, len(value))[0][0] >= 0:
+        return None
     window = buf[max(0, start - CONTEXT_WINDOW) : start]
     if _VERSION_CONTEXT.Match(UNANCHORED, window, 0, len(window))[0][0] >= 0:
         return None

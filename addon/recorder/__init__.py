@@ -109,7 +109,7 @@ class Recorder:
                 log.error("policy file rejected by the recorder: %s", e)
             self.policies = store
         if self.scorer is None:
-            self.scorer = InlineScorer(Engine.load())
+            self.scorer = InlineScorer(Engine.load(internal_domains=s.internal_domains))
         url = self.database_url
         if not url:
             log.warning(

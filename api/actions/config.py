@@ -7,6 +7,8 @@
 - ``GOVRIX_SCORING_WORKERS``, ``_BATCH``, ``_MAX_ATTEMPTS``, ``_POLL``, ``_PAUSE``: the queue.
 - ``GOVRIX_SCORING_SYNC_COMMIT=0``: `POST /events` does not wait for its WAL flush (see
   `sync_commit`; durable by default).
+- ``GOVRIX_INTERNAL_DOMAINS``: comma-separated domains whose addresses and hosts are internal
+  destinations for the scorer (the proxy reads the same variable, addon/config.py).
 - ``GOVRIX_APIKEY_CACHE_SECONDS``: how long a valid key is trusted without asking the database
   (a revocation takes effect within this delay); 0 disables the cache.
 """
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 import msgspec
 
 from api.scoring import LLMConfig
+from api.scoring.values import parse_domains
 
 DEFAULT_RATES = {"starter": 10.0, "pro": 100.0, "enterprise": 1000.0}
 
@@ -57,6 +60,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sync_commit: bool = True
     baseline_hours: int = 24  # window of the agent's baseline rate
     recent_actions: int = 20
+    internal_domains: tuple[str, ...] = ()  # GOVRIX_INTERNAL_DOMAINS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,7 +90,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             key_cache_seconds=_num(env, "GOVRIX_APIKEY_CACHE_SECONDS", 5.0),
             sync_commit=env.get("GOVRIX_SCORING_SYNC_COMMIT", "1").lower()
             not in ("0", "false", "no", "off"),
+            internal_domains=_domains(env),
         )
+
+
+def _domains(env: Mapping[str, str]) -> tuple[str, ...]:
+    try:
+        return parse_domains(env.get("GOVRIX_INTERNAL_DOMAINS") or "")
+    except ValueError as e:
+        raise ConfigError(f"GOVRIX_INTERNAL_DOMAINS: {e}") from None
 
 
 def _num(env: Mapping[str, str], name: str, default: float) -> float:

@@ -33,9 +33,9 @@ API_KEY_HEADER = "x-api-key"
 
 
 @functools.cache
-def _shipped_engine() -> Engine:
+def _shipped_engine(internal_domains: tuple[str, ...] = ()) -> Engine:
     """The engine with the shipped rules, loaded once per process (it is immutable once built)."""
-    return Engine.load()
+    return Engine.load(internal_domains=internal_domains)
 
 
 class ScoringService:
@@ -43,7 +43,7 @@ class ScoringService:
 
     def __init__(self, settings: Settings | None = None, engine: Engine | None = None) -> None:
         self.settings = settings or Settings()
-        self.engine = engine or _shipped_engine()
+        self.engine = engine or _shipped_engine(self.settings.internal_domains)
         self.limiter = RateLimiter(self.settings.rates)
         self.keys = KeyAuthenticator(self.settings.key_cache_seconds)
         self._pool: Pool | None = None

@@ -12,6 +12,8 @@ no context at all, rules pulling in opposite directions, a score at a band edge.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Iterable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -50,19 +52,35 @@ def _digest(paths: list[Path]) -> str:
 class Engine:
     """A compiled rule set plus the field classifier; immutable and safe to share across threads."""
 
-    def __init__(self, ruleset: RuleSet, classifier: FieldClassifier, version: str) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        classifier: FieldClassifier,
+        version: str,
+        *,
+        internal_domains: tuple[str, ...] = (),
+    ) -> None:
         self.ruleset = ruleset
         self.classifier = classifier
         self.version = version
+        #: Domains whose addresses and hosts are internal destinations (GOVRIX_INTERNAL_DOMAINS).
+        self.internal_domains = internal_domains
+        # Counterparty digests are only compared within one engine's life, never stored.
+        self._salt = os.urandom(16)
         self._flag_defaults = dict.fromkeys(sorted(ruleset.flags), False)
 
     @classmethod
-    def load(cls, rules_dir: Path | None = None) -> Engine:
+    def load(cls, rules_dir: Path | None = None, *, internal_domains: Iterable[str] = ()) -> Engine:
         """Load and compile every rule file of `rules_dir` (default: the shipped rules)."""
         directory = rules_dir or RULES_DIR
         ruleset = load_rules_dir(directory)
         digest = _digest([*(Path(f) for f in ruleset.files), FIELDS_FILE])
-        return cls(ruleset, default_classifier(), f"{SCORER_VERSION}+rules.{digest}")
+        return cls(
+            ruleset,
+            default_classifier(),
+            f"{SCORER_VERSION}+rules.{digest}",
+            internal_domains=tuple(d.lower() for d in internal_domains),
+        )
 
     # --- history --------------------------------------------------------------------------
 
@@ -105,7 +123,25 @@ class Engine:
 
     def extract_facts(self, event: ActionEvent, history: HistoryFacts | None = None) -> Facts:
         """The base facts of an event (for debugging and the LLM prompt)."""
-        return extract_facts(event, history, self.classifier)
+        return extract_facts(
+            event,
+            history,
+            self.classifier,
+            internal_domains=self.internal_domains,
+            salt=self._salt,
+        )
+
+    @staticmethod
+    def counterparties(facts: Facts) -> list[str]:
+        """The salted digests of an action's destinations, for `HistoryFacts.known_counterparties`
+        of the agent's later actions (what the proxy remembers instead of the addresses)."""
+        return [v.digest for v in facts.get("_values", ()) if v.digest]
+
+    def score_with_facts(
+        self, event: ActionEvent, history: HistoryFacts | None = None
+    ) -> tuple[ScoreResult, Facts]:
+        """`score`, plus the facts it was computed from (for callers that keep history)."""
+        return self._score(event, history)
 
     def _chain(self, facts: Facts) -> list[Rule]:
         """Fire rules to a fixed point (each rule at most once) or MAX_ITERATIONS waves.
@@ -144,7 +180,7 @@ class Engine:
         return self._score(event, history)[0]
 
     def _score(self, event: ActionEvent, history: HistoryFacts | None) -> tuple[ScoreResult, Facts]:
-        facts = extract_facts(event, history, self.classifier)
+        facts = self.extract_facts(event, history)
         verb_base = VERB_BASE[facts["verb_class"]]
         scope = (
             SCOPE_FACTOR.get(facts["sensitivity"], 1.0) if facts["sensitivity"] is not None else 1.0
@@ -296,6 +332,11 @@ class Engine:
             },
             "egress": facts["egress"],
             "external_destination": facts["external_destination"],
+            "destination": facts["destination"],
+            "destination_kinds": sorted(facts["destinations"]),
+            "pii_types": sorted(facts["pii_types"]),
+            "amount_at_least_1000": (facts["amount"] or 0) >= 1000,
+            "deletion_scope": facts["deletion_scope"],
             "bulk": facts["bulk"],
             "production": facts["is_production"],
             "prior_actions": facts["prior_actions"][-10:],

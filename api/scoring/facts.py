@@ -3,17 +3,23 @@
 Verb classes and their base risk (the first factor of the intrinsic score); the full word lists
 are in vocabulary.yaml:
 
-    class      base  verbs (last recognised word of the action's verb wins: "pr.create" → create)
-    read          5  read get list search query view fetch describe find lookup show browse …
-    write        12  write update create put patch edit modify insert save append commit push …
+    class      base  verbs (which word decides: `primary_verb`, precedence in vocabulary.yaml)
+    read          5  read get list search query view fetch describe find calculate navigate …
+    write        12  write update create put patch edit save commit push reserve cancel book …
     send         20  send post publish share email notify message forward reply invite upload …
     export       20  export download dump backup sync copy transfer extract replicate
+    payment      20  pay withdraw deposit refund purchase buy sell order charge invest trade
     delete       25  delete remove drop destroy purge truncate wipe erase terminate kill reset
-    deploy       30  deploy release rollout migrate restart scale provision configure
+    deploy       30  deploy release rollout migrate restart scale provision configure disable
     execute      40  execute exec run eval invoke shell spawn script
-    privilege    40  authorize grant escalate impersonate elevate approve assume sudo revoke
-    install      40  install uninstall plugin load register
-    unknown      12  anything else (and confidence drops)
+    privilege    40  authorize grant escalate impersonate elevate approve assume sudo unlock …
+    install      40  install uninstall plugin
+    unknown       8  no verb, or only a generic one ("call", "manage"): neutral, confidence drops
+
+Argument values are facts too (values.py): PII and secrets through the proxy's scanner,
+destinations (internal or external, known counterparties from the history), amounts, paths,
+shell commands and the deletion scope. Class words in an MCP server's name no longer decide the
+data class on their own (`server_data_classes`); the tool's name, fields and values do.
 
 Target scope (sensitivity_level): 0 → 0.6, 1 → 0.8, 2 → 1.0, 3 → 1.2, 4 → 1.5, absent → 1.0.
 MCP trust: no MCP context 1.0; verified local (stdio) 1.0; verified remote 1.1; verification
@@ -26,26 +32,29 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import yaml
 
 from api.scoring.fields import FieldClassifier, words
 from api.scoring.models import ActionEvent, Classification, HistoryFacts
+from api.scoring.values import value_facts
 
 VERB_BASE: dict[str, float] = {
     "read": 5.0,
     "write": 12.0,
     "send": 20.0,
     "export": 20.0,
+    "payment": 20.0,
     "delete": 25.0,
     "deploy": 30.0,
     "execute": 40.0,
     "privilege": 40.0,
     "install": 40.0,
-    "unknown": 12.0,
+    "unknown": 8.0,
 }
 
 SCOPE_FACTOR: dict[int, float] = {0: 0.6, 1: 0.8, 2: 1.0, 3: 1.2, 4: 1.5}
@@ -60,6 +69,8 @@ class Vocabulary(msgspec.Struct, frozen=True):
     """The word lists of vocabulary.yaml."""
 
     verbs: dict[str, list[str]]
+    generic_verbs: list[str]
+    noun_verbs: list[str]
     scope_classes: dict[Classification, list[str]]
     egress_domains: list[str]
     external_words: list[str]
@@ -76,6 +87,10 @@ def load_vocabulary(path: Path = VOCABULARY_FILE) -> Vocabulary:
 
 _VOCAB = load_vocabulary()
 VERB_CLASS: dict[str, str] = {w: cls for cls, ws in _VOCAB.verbs.items() for w in ws}
+GENERIC_VERBS = frozenset(_VOCAB.generic_verbs)
+NOUN_VERBS = frozenset(_VOCAB.noun_verbs)
+#: The verbs of ``tool:<name>:<verb>`` that only say "a tool was used": the name decides.
+_TOOL_CALL_VERBS = GENERIC_VERBS | {"invoke"}
 _SCOPE_CLASSES: dict[str, str] = {w: c for c, ws in _VOCAB.scope_classes.items() for w in ws}
 _EGRESS_DOMAINS = frozenset(_VOCAB.egress_domains)
 _EXTERNAL_WORDS = frozenset(_VOCAB.external_words)
@@ -100,6 +115,7 @@ _COUNT_KEYS = frozenset(
 )
 _BULK_WORDS = frozenset(["bulk", "all", "full", "dump", "everything", "entire"])
 BULK_THRESHOLD = 1000
+BULK_LIST = 10  # ids or items deleted in one call from which the deletion is bulk
 
 _DESTRUCTIVE_RE = re.compile(
     r"\b(drop\s+(table|database|schema)|truncate\s+table|delete\s+from\s+\w+\s*(;|$)|rm\s+-[a-z]*r"
@@ -126,6 +142,22 @@ _REMOTE_EXEC_RE = re.compile(
     r"|/dev/tcp/|nc\s+-e|powershell\s+-enc)",
     re.IGNORECASE,
 )
+# Literals without which each pattern above cannot match (lower case).
+_DESTRUCTIVE_HINTS = ("drop", "truncate", "delete", "rm", "mkfs", "dd", "force", "push")
+_SHELL_HINTS = ("$(", "`", "&&", "|", ";", "wget", "nc", "/dev/tcp/", "base64")
+_INJECTION_HINTS = ("ignore", "disregard", "you", "system", "reveal", "jailbreak", "anything")
+_SECRET_HINTS = ("akia", "sk-", "gh", "xox", "-----begin", "eyj")
+_REMOTE_HINTS = ("curl", "wget", "base64", "/dev/tcp/", "nc", "powershell")
+
+
+def _has(low: str, hints: tuple[str, ...]) -> bool:
+    return any(h in low for h in hints)
+
+
+def _search(pattern: re.Pattern[str], text: str) -> bool:
+    return pattern.search(text) is not None
+
+
 _READONLY_SQL_RE = re.compile(r"^\s*(select|with|explain|show|describe)\b", re.IGNORECASE)
 _WRITE_SQL_RE = re.compile(
     r"\b(insert|update|delete|drop|truncate|alter|create|grant|revoke|merge|copy)\b", re.IGNORECASE
@@ -196,23 +228,107 @@ BASE_FACTS: dict[str, FactKind] = {
     "first_use_of_resource": FactKind.BOOL,
     "rate_vs_baseline": FactKind.NUM,
     "hour_utc": FactKind.NUM,
+    # --- the verb in detail (primary_verb) ---
+    "verb_classes": FactKind.SET,  # every verb class the name (or arguments) names
+    "verb_source": FactKind.STR,  # name | arguments | none
+    "server_data_classes": FactKind.SET,  # class words of an MCP server's name (advisory)
+    # --- value-level facts from the arguments (values.py) ---
+    "value_data_classes": FactKind.SET,  # classes of PII found and of keys inside the payload
+    "pii_types": FactKind.SET,  # scanner types in payload values: email phone ssn credit_card …
+    "pii_count": FactKind.NUM,
+    "sensitive_pii": FactKind.BOOL,  # card, SSN, IBAN, or a special-category key (passport …)
+    "secret_in_args": FactKind.BOOL,  # the scanner found a secret in an argument value
+    "destinations": FactKind.SET,  # kinds: email url iban phone account handle channel share
+    "destination": FactKind.STR,  # external (an unknown outside party) | internal; else unknown
+    "destination_count": FactKind.NUM,
+    "external_destination_count": FactKind.NUM,
+    "external_destination_kinds": FactKind.SET,
+    "known_destination": FactKind.BOOL,  # an external destination the agent dealt with before
+    # An external destination not among the agent's known counterparties; unknown (None) when
+    # the caller does not track counterparties (HistoryFacts.known_counterparties is None).
+    "new_destination": FactKind.BOOL,
+    "external_links": FactKind.NUM,  # external URLs inside payload text
+    "amount": FactKind.NUM,  # the largest amount of money in the arguments
+    "currency": FactKind.STR,
+    "path_count": FactKind.NUM,
+    "sensitive_path": FactKind.BOOL,  # ~/.ssh, .env, credentials, /etc/shadow …
+    "system_path": FactKind.BOOL,  # /etc, /usr, /bin, C:\\Windows …
+    "command_words": FactKind.SET,  # the program of each command in a shell chain
+    "deletes_by_command": FactKind.BOOL,
+    "deletion_scope": FactKind.STR,  # single | bulk | all | recursive (when something is deleted)
 }
 
 Facts = dict[str, Any]
 
 
-#: Verbs that only say "a tool was used"; for ``tool:`` actions the tool name tells what it does.
-_GENERIC_TOOL_VERBS = frozenset({"call", "invoke", "use"})
+class Verb(NamedTuple):
+    """The verb of an action: the deciding word, its class, every class the name names, and
+    where the deciding word came from (``name``, ``arguments`` or ``none``)."""
+
+    word: str
+    cls: str
+    classes: frozenset[str]
+    source: str
+
+
+@lru_cache(maxsize=8192)
+def _name_verbs(name: str) -> tuple[tuple[str, ...], str]:
+    """(verb words in deciding order, the word named when none is known) of a name; see
+    vocabulary.yaml for the order."""
+    # "object.verb": the last dotted segment first, then the others from the right.
+    segments = [words(seg) for seg in reversed(name.split("."))]
+    ordered = [w for seg in segments for w in seg if w in VERB_CLASS or w in GENERIC_VERBS]
+    fallback = next((seg[-1] for seg in segments if seg), name)
+    return tuple(ordered), fallback
+
+
+def primary_verb(name: str, arg_verbs: Iterable[str] = ()) -> Verb:
+    """The verb of a tool name or dotted action verb: the first verb word wins (the last dotted
+    segment of "object.verb" first); a noun-like verb word ("email") only when no plain verb
+    follows; a generic verb defers to the next one, then to a verb given in the arguments; no
+    verb at all is "unknown" (a neutral base, never execute). Precedence: vocabulary.yaml."""
+    ordered, fallback = _name_verbs(name)
+    classes = frozenset(VERB_CLASS[w] for w in ordered if w in VERB_CLASS)
+    generic = noun = ""
+    for w in ordered:
+        if w in GENERIC_VERBS:
+            generic = generic or w
+        elif w in NOUN_VERBS:
+            noun = noun or w  # decides only if no plain verb follows
+        else:
+            return Verb(w, VERB_CLASS[w], classes, "name")
+    if noun:
+        return Verb(noun, VERB_CLASS[noun], classes, "name")
+    for w in arg_verbs:
+        cls = VERB_CLASS.get(w)
+        if cls is not None:
+            return Verb(w, cls, classes | {cls}, "arguments")
+    word = generic or fallback
+    return Verb(word, "unknown", classes, "none")
 
 
 def verb_class_of(verb: str) -> tuple[str, str]:
-    """(recognised verb word, class) of an action's verb part; the last known word wins."""
-    ws = words(verb)
-    for w in reversed(ws):
-        cls = VERB_CLASS.get(w)
-        if cls is not None:
-            return w, cls
-    return (ws[-1] if ws else verb), "unknown"
+    """(deciding verb word, class) of an action's verb part (see `primary_verb`)."""
+    v = primary_verb(verb)
+    return v.word, v.cls
+
+
+def action_verb(domain: str, scope: str, verb: str, arg_verbs: Iterable[str] = ()) -> Verb:
+    """The verb of a whole action: for ``tool:<name>:call`` (an LLM's tool call as the proxy
+    records it) the generic verb says nothing, so the tool's name decides."""
+    if domain == "tool" and verb.lower() in _TOOL_CALL_VERBS:
+        return primary_verb(scope, arg_verbs)
+    return primary_verb(verb, arg_verbs)
+
+
+def action_data_classes(domain: str, scope: str, verb: str) -> tuple[set[str], set[str]]:
+    """(data classes an action's name implies, classes only its MCP server's name implies).
+
+    An MCP action is ``mcp:<server>:<tool>``: class words in a server's name ("banking") decide
+    nothing on their own, the tool's name does."""
+    if domain == "mcp":
+        return scope_classes(verb), scope_classes(scope)
+    return scope_classes(scope), set()
 
 
 def mcp_trust(event: ActionEvent) -> float:
@@ -274,18 +390,32 @@ def _utc_hour(ts: datetime | None) -> int | None:
 
 
 def extract_facts(
-    event: ActionEvent, history: HistoryFacts | None, classifier: FieldClassifier
+    event: ActionEvent,
+    history: HistoryFacts | None,
+    classifier: FieldClassifier,
+    *,
+    internal_domains: tuple[str, ...] = (),
+    salt: bytes = b"",
 ) -> Facts:
-    """Derive every base fact from an event and the agent's history. Pure and deterministic."""
+    """Derive every base fact from an event and the agent's history. Pure and deterministic.
+
+    The values the value facts were drawn from (paths and kinds, never raw values) are under
+    ``"_values"``; a destination's digest is salted with `salt`."""
     domain, scope, verb = event.action.split(":", 2)
     domain = domain.lower()
-    verb_word, verb_cls = verb_class_of(verb)
-    if domain == "tool" and verb.lower() in _GENERIC_TOOL_VERBS:
-        # "tool:<name>:call" (an LLM's tool call, as the proxy records it): the intent is in the
-        # tool's name ("drop_database", "get_weather"), not in the generic verb.
-        tool_word, tool_cls = verb_class_of(scope)
-        if tool_cls != "unknown":
-            verb_word, verb_cls = tool_word, tool_cls
+    params = event.parameters
+    tracked = history is not None and history.known_counterparties is not None
+    known = frozenset(history.known_counterparties or ()) if history else frozenset()
+    vfacts, values = value_facts(
+        params,
+        internal_domains=internal_domains,
+        known=known,
+        salt=salt,
+        classify=classifier.classify,
+    )
+    arg_verbs = vfacts.pop("_arg_verbs")
+    v = action_verb(domain, scope, verb, arg_verbs)
+    verb_word, verb_cls = v.word, v.cls
 
     field_names: set[str] = set()
     data_classes: set[str] = set()
@@ -302,8 +432,12 @@ def extract_facts(
     target = event.target
     resource_type = target.resource_type if target else None
     resource_id = target.resource_id if target else None
-    implied = scope_classes(scope) | scope_classes(resource_type or "")
+    implied, server_classes = action_data_classes(domain, scope, verb)
+    implied |= scope_classes(resource_type or "")
     data_classes |= implied
+    # Contact details in a message (an address, a phone number) are ordinary; sensitive kinds
+    # found in values and classified keys inside the payload count as data the action handles.
+    data_classes |= vfacts["value_data_classes"]
     data_weight = max((classifier.weight(c) for c in data_classes), default=1.0)
 
     recent = history.recent_actions if history else []
@@ -313,19 +447,27 @@ def extract_facts(
     for act in prior:
         parts = act.split(":", 2)
         if len(parts) == 3:
-            prior_verbs.add(verb_class_of(parts[2])[1])
-            prior_data |= scope_classes(parts[1])
+            d = parts[0].lower()
+            prior_verbs.add(action_verb(d, parts[1], parts[2]).cls)
+            prior_data |= action_data_classes(d, parts[1], parts[2])[0]
 
-    params = event.parameters
     param_keys = {k.lower() for k in params}
     budget = [4 * _TEXT_SCAN_LIMIT]
     destructive = shell = injection = secret_value = remote_exec = False
     for text in _iter_strings(params, budget):
-        destructive = destructive or bool(_DESTRUCTIVE_RE.search(text))
-        shell = shell or bool(_SHELL_RE.search(text))
-        injection = injection or bool(_INJECTION_RE.search(text))
-        secret_value = secret_value or bool(_SECRET_VALUE_RE.search(text))
-        remote_exec = remote_exec or bool(_REMOTE_EXEC_RE.search(text))
+        # Each pattern runs only when a literal it cannot match without is present: a substring
+        # test is ~100x cheaper than a regex pass over a long argument.
+        low = text.lower()
+        destructive = destructive or (
+            _has(low, _DESTRUCTIVE_HINTS) and _search(_DESTRUCTIVE_RE, text)
+        )
+        shell = shell or (_has(low, _SHELL_HINTS) and _search(_SHELL_RE, text))
+        injection = injection or (_has(low, _INJECTION_HINTS) and _search(_INJECTION_RE, text))
+        secret_value = secret_value or (
+            _has(low, _SECRET_HINTS) and _search(_SECRET_VALUE_RE, text)
+        )
+        remote_exec = remote_exec or (_has(low, _REMOTE_HINTS) and _search(_REMOTE_EXEC_RE, text))
+    secret_value = secret_value or vfacts["secret_in_args"]
     sql = [v for k, v in params.items() if k.lower() in _SQL_KEYS and isinstance(v, str)]
     readonly_sql = bool(sql) and all(
         _READONLY_SQL_RE.match(q) and not _WRITE_SQL_RE.search(q) for q in sql
@@ -346,6 +488,22 @@ def extract_facts(
         or bool(set(words(verb)) & _BULK_WORDS)
         or any(params.get(k) is True for k in ("all", "all_records", "full_export"))
     )
+    deletes = (verb_cls == "delete" and params.get("dry_run") is not True) or vfacts[
+        "deletes_by_command"
+    ]
+    deletion_scope = None
+    if deletes:
+        if vfacts["_recursive"]:
+            deletion_scope = "recursive"
+        elif vfacts["_all"]:
+            deletion_scope = "all"
+        elif bulk or vfacts["_bulk_ids"] >= BULK_LIST:
+            deletion_scope = "bulk"
+        else:
+            deletion_scope = "single"
+    unknown_external = vfacts.pop("_unknown_external")
+    for k in ("_recursive", "_all", "_bulk_ids"):
+        del vfacts[k]
     env_text = " ".join(
         str(x).lower()
         for x in (scope, resource_id, *(params.get(k) for k in _TARGET_PARAM_KEYS))
@@ -386,7 +544,8 @@ def extract_facts(
         "prior_data_classes": prior_data,
         "egress": egress,
         "network_call": network,
-        "external_destination": _external_destination(params, scope_words),
+        "external_destination": _external_destination(params, scope_words)
+        or vfacts["external_destination_count"] > 0,
         "record_count": count,
         "bulk": bulk,
         "param_keys": param_keys,
@@ -403,4 +562,12 @@ def extract_facts(
         "first_use_of_resource": history.first_use_of_resource if history else None,
         "rate_vs_baseline": history.rate_vs_baseline if history else None,
         "hour_utc": _utc_hour(event.timestamp),
+        "verb_classes": set(v.classes),
+        "verb_source": v.source,
+        "server_data_classes": server_classes,
+        **vfacts,
+        # Whether a destination is new is known only where counterparties are tracked.
+        "new_destination": unknown_external if tracked else None,
+        "deletion_scope": deletion_scope,
+        "_values": values,
     }

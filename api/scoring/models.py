@@ -105,6 +105,9 @@ class HistoryFacts(msgspec.Struct, kw_only=True):
     rate_vs_baseline: float | None = None
     # The agent's recent actions from the database, oldest first.
     recent_actions: list[str] = msgspec.field(default_factory=list)
+    # Salted digests of the destinations the agent already dealt with (its counterparties), as
+    # `Engine.counterparties` returns them; None when not tracked.
+    known_counterparties: list[str] | None = None
 
 
 class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
