@@ -6,12 +6,19 @@
 History facts come from memory (first use of a server by this agent in this proxy's life, the
 agent's recent actions), never from the database: scoring runs in the request hook (p99 well under
 a millisecond) and the result can block the call through a policy on ``risk_level``.
+
+Provenance (``api/scoring/provenance.py``): an LLM tool call is scored with the conversation of
+the request that produced it; an MCP ``tools/call`` with what the session's earlier tool results
+left behind (salted digests of their tokens and an instruction-cue flag, bounded per session,
+never the text: :meth:`InlineScorer.observe_tool_result`).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,11 +28,13 @@ from addon.providers.base import Provider, RequestInfo, ResponseInfo, Usage
 from addon.providers.other import Unpriced
 from addon.writer import ScoreRow
 from api.scoring import ActionEvent, Engine, HistoryFacts, ScoreResult, convert_action_event
+from api.scoring.provenance import Conversation, SessionFlow
 
 _SAFE = re.compile(r"[^\w.\-]+")
 _decode_rpc = msgspec.json.Decoder()
 _RECENT = 20
 _COUNTERPARTIES = 1000  # destinations remembered per agent
+_FLOW_SESSIONS = 10_000  # sessions whose tool results are remembered (all forgotten past it)
 # What decoding a client's JSON can raise besides DecodeError: invalid UTF-8 inside a string,
 # nesting deeper than the decoder's recursion limit. Parsing never raises (DESIGN.md §4).
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
@@ -112,17 +121,94 @@ class McpProvider(Unpriced):
 
 MCP: Provider = McpProvider()
 
+#: Bytes of an MCP response read for its tool results.
+MAX_RESULT_BYTES = 512 * 1024
+
+
+def _result_texts(msg: Any, out: list[str]) -> None:
+    result = msg.get("result") if isinstance(msg, dict) else None
+    if not isinstance(result, dict):
+        return
+    for item in result.get("content") or ():
+        if isinstance(item, dict) and isinstance(item.get("text"), str):
+            out.append(item["text"])
+    structured = result.get("structuredContent")
+    if structured is not None:
+        out.append(msgspec.json.encode(structured).decode())
+
+
+def tool_result_texts(body: bytes) -> list[str]:
+    """The texts of the tool results in an MCP response: a JSON-RPC body (or batch) or an SSE
+    stream of them (``data:`` lines). Never raises."""
+    body = body[:MAX_RESULT_BYTES]
+    out: list[str] = []
+    try:
+        docs = [_decode_rpc.decode(body)]
+    except _UNDECODABLE:
+        docs = []
+        for line in body.splitlines():
+            if line.startswith(b"data:"):
+                try:
+                    docs.append(_decode_rpc.decode(line[5:]))
+                except _UNDECODABLE:
+                    continue
+    for doc in docs:
+        for msg in doc if isinstance(doc, list) else [doc]:
+            _result_texts(msg, out)
+    return out
+
 
 class InlineScorer:
     """The scoring engine plus a little per-agent memory for history facts."""
 
-    def __init__(self, engine: Engine | None = None) -> None:
+    def __init__(self, engine: Engine | None = None, *, flow_salt: bytes | None = None) -> None:
         self.engine = engine or Engine.load()
         self._recent: dict[str, collections.deque[str]] = {}
         self._servers: dict[str, set[str]] = {}
         # Salted digests of the destinations each agent's calls named (engine.counterparties):
         # an address the agent already used is a known counterparty, not a new outside party.
         self._counterparties: dict[str, set[str]] = {}
+        # Per (agent, session): digests of the tokens its tool results returned.
+        self._flows: dict[tuple[str, str], SessionFlow] = {}
+        #: Salts the token digests; a recorder process gets the proxy's (GOVRIX_FLOW_SALT), so
+        #: the digests it sends back (``wire.ToolOutput``) match.
+        self.flow_salt = flow_salt or os.urandom(16)
+
+    def _flow(self, agent_id: str, session_id: str) -> SessionFlow:
+        key = (agent_id, session_id)
+        flow = self._flows.get(key)
+        if flow is None:
+            if len(self._flows) >= _FLOW_SESSIONS:
+                self._flows.clear()
+            flow = self._flows[key] = SessionFlow(self.flow_salt)
+        return flow
+
+    def observe_tool_result(
+        self, agent_id: str, session_id: str, texts: Iterable[str]
+    ) -> tuple[list[str], bool]:
+        """Remember what a tool returned in a session (token digests and instruction cues), for
+        the provenance and data-flow facts of the session's later calls; returns what was
+        added (digests, instruction cue) for a scorer in another process (``merge_tool_output``)."""
+        digests: list[str] = []
+        cue = False
+        for text in texts:
+            if text:
+                added, found = self._flow(agent_id, session_id).add_result(text)
+                digests += added
+                cue = cue or found
+        return digests, cue
+
+    def merge_tool_output(
+        self, agent_id: str, session_id: str, digests: list[str], instruction: bool
+    ) -> None:
+        """What the recorder process's ``observe_tool_result`` found, for the inline MCP gate."""
+        if digests or instruction:
+            self._flow(agent_id, session_id).merge(digests, instruction)
+
+    def session_flow(self, agent_id: str, session_id: str) -> Conversation | None:
+        """What the session's tool results left behind, None when none were seen."""
+        flow = self._flows.get((agent_id, session_id))
+        return flow.conversation if flow is not None else None
 
     def _history(self, agent_id: str, server: str | None) -> HistoryFacts:
         recent = self._recent.get(agent_id)
@@ -169,6 +255,7 @@ class InlineScorer:
         arguments: dict[str, Any],
         server: str | None = None,
         mcp_context: dict[str, Any] | None = None,
+        conversation: Conversation | None = None,
     ) -> tuple[ActionEvent, ScoreResult]:
         doc: dict[str, Any] = {
             "event_id": event_id,
@@ -182,7 +269,9 @@ class InlineScorer:
         if mcp_context is not None:
             doc["mcp_context"] = mcp_context
         event = convert_action_event(doc)
-        result, facts = self.engine.score_with_facts(event, self._history(agent_id, server))
+        result, facts = self.engine.score_with_facts(
+            event, self._history(agent_id, server), conversation
+        )
         self.remember(agent_id, action)
         self._remember_counterparties(agent_id, self.engine.counterparties(facts))
         return event, result
@@ -213,6 +302,7 @@ class InlineScorer:
                 "is_verified": verified,
                 "tool_name": call.tool[:512],
             },
+            conversation=self.session_flow(agent_id, session_id),
         )
 
     def score_tool_call(
@@ -224,9 +314,11 @@ class InlineScorer:
         name: str,
         arguments: str,
         timestamp: datetime,
+        conversation: Conversation | None = None,
     ) -> tuple[ActionEvent, ScoreResult]:
         """Score a tool call of an LLM response as ``tool:<name>:call``; its arguments are the
-        model's JSON text, kept as ``_raw`` when it is not JSON."""
+        model's JSON text, kept as ``_raw`` when it is not JSON. `conversation`: the messages of
+        the request that produced it (``conversation_of``)."""
         try:
             args = msgspec.json.decode(arguments) if arguments else {}
         except _UNDECODABLE:
@@ -240,6 +332,7 @@ class InlineScorer:
             action=f"tool:{safe_part(name)}:call",
             timestamp=timestamp,
             arguments=args,
+            conversation=conversation,
         )
 
 

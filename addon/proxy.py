@@ -54,7 +54,7 @@ from addon.route import MCP_CALL, OTHER, Router
 from addon.sightings import Sightings
 from addon.supervisor import Supervisor
 from addon.tee import decoded_content
-from addon.wire import UNKNOWN_USAGE, Settle, ToolHistory, ToProxy
+from addon.wire import UNKNOWN_USAGE, Settle, ToolHistory, ToolOutput, ToProxy
 from api.scoring import Engine
 
 log = logging.getLogger("govrix.proxy")
@@ -260,6 +260,12 @@ class Govrix:
                 return  # the recorder shares our scorer: it has remembered them already
             for action in msg.actions:
                 self.scorer.remember(msg.agent_id, action)
+        elif isinstance(msg, ToolOutput) and self.scorer is not None:
+            if self.recorder is not None and self.recorder.inline:
+                return
+            self.scorer.merge_tool_output(
+                msg.agent_id, msg.session_id, msg.digests, msg.instruction
+            )
 
     def _settle_lost(self, keys: list[str]) -> None:
         """Calls whose End died with a recorder: settle their reservations at the bound."""

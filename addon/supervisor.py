@@ -20,7 +20,7 @@ from addon import config as config_mod
 from addon import metrics
 from addon.mcp import InlineScorer
 from addon.policy import PolicyStore
-from addon.recorder import Recorder
+from addon.recorder import FLOW_SALT_ENV, Recorder
 from addon.sinks import InlineSink, ProcessSink
 from addon.wire import ToProxy, ToRecorder
 
@@ -107,6 +107,7 @@ class Supervisor:
             if loop is not None:
                 env = dict(os.environ)
                 env["GOVRIX_HOME"] = str(s.home)
+                env[FLOW_SALT_ENV] = self.scorer.flow_salt.hex()
                 if self.database_url:
                     env["GOVRIX_DATABASE_URL"] = self.database_url
                 if s.policy_file is not None:

@@ -11,7 +11,8 @@ response and copies of its bytes), ``End`` (the response or the error), ``AgentS
 seen), ``Score`` (an inline MCP score). Per call, messages arrive in that order: the pipe is FIFO.
 
 Recorder -> proxy: ``Settle`` (the real usage of a call, for its budget reservation), ``ToolHistory``
-(tool actions for the inline scorer's history), ``Durable`` (which calls' events are committed or
+(tool actions for the inline scorer's history), ``ToolOutput`` (what an MCP tool result left
+for the provenance facts: salted digests only), ``Durable`` (which calls' events are committed or
 spooled) and ``Stats`` (progress and metric samples).
 
 Durability: the proxy keeps a copy of every message of a call until ``Durable`` names the call's
@@ -127,6 +128,16 @@ class ToolHistory(msgspec.Struct, tag="W", array_like=True, gc=False):
     actions: list[str]
 
 
+class ToolOutput(msgspec.Struct, tag="O", array_like=True, gc=False):
+    """What a session's MCP tool result left behind: salted token digests (the proxy's salt,
+    ``GOVRIX_FLOW_SALT``) and whether it carried instruction cues; never its text."""
+
+    agent_id: str
+    session_id: str
+    digests: list[str]
+    instruction: bool
+
+
 class Durable(msgspec.Struct, tag="D", array_like=True, gc=False):
     """Calls (by key) whose request / response event is durable: committed to PostgreSQL, in the
     spool file, or in the dead-letter file. A message the recorder could not turn into an event (an
@@ -144,7 +155,7 @@ class Stats(msgspec.Struct, tag="T", array_like=True, gc=False):
 
 
 ToRecorder = Begin | Stream | Chunk | End | AgentSeen | Score
-ToProxy = Settle | ToolHistory | Durable | Stats
+ToProxy = Settle | ToolHistory | ToolOutput | Durable | Stats
 
 _encoder = msgspec.msgpack.Encoder()
 

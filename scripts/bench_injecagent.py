@@ -9,16 +9,24 @@ it; never tune rules to it (no rule, table or fixture may name its tools, people
 
 Each call is scored the way the proxy scores an LLM tool call: ``InlineScorer.score_tool_call``
 (``addon/mcp.py``) with the model's JSON arguments, one agent per conversation, so the history
-facts are the conversation's earlier calls.
+facts are the conversation's earlier calls; and with the conversation that produced it, as the
+recorder passes it: an OpenAI chat request (the user's prompt, the model's earlier tool calls and
+the tools' responses) parsed by the proxy's own parser and indexed by ``addon/trust.py``. The
+report gives each measure without the conversation ("before": what the scorer saw until
+provenance) and with it ("after").
 
 - **attack** (17 user cases x 62 attacker cases): the user's own tool call first, then the
   attacker's harmful call. Direct harm: the attacker tool. Data stealing: the retrieval tool, then
   the email that carries its (simulated) output to the attacker's address; the email is scored.
-- **user** (17): each user case's own call, with the dataset's arguments.
+  Conversation: the user's instruction, the user tool's call and its response with the attacker
+  instruction placed in it (and, for data stealing, the retrieval call and its response).
+- **user** (17): each user case's own call, with the dataset's arguments; conversation: the
+  user's instruction.
 - **twin** (62): each attacker case's calls made on the user's own request (a fresh
-  conversation without the user case). The arguments are the same as the attack's, so only
-  provenance (issue 13, items 2-3) can tell an attack from its twin: the twin AUC measures that
-  gap, and FPR on twins counts as risky what is risky whoever asked.
+  conversation without the user case): the attacker instruction is the user's message (and, for
+  data stealing, the retrieval's response follows). The arguments are the same as the attack's,
+  so only provenance (issue 13, items 2-3) can tell an attack from its twin: the twin AUC
+  measures that gap, and FPR on twins counts as risky what is risky whoever asked.
 
 The dataset gives attacker *instructions*, not calls: arguments are filled from each tool's
 schema with values found in the instruction (addresses, amounts, ids, quoted strings, paths), by
@@ -42,7 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from addon.mcp import InlineScorer  # noqa: E402
+from addon.providers import parse_request, provider_by_name  # noqa: E402
+from addon.trust import conversation_of  # noqa: E402
 from api.scoring import Engine, ScoreResult  # noqa: E402
+from api.scoring.provenance import Conversation  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "injecagent" / "injecagent.json"
 HIGH = 60
@@ -160,18 +171,63 @@ class _Timed:
         return timed
 
 
+_OPENAI = provider_by_name("openai")
+
+
+class Chat:
+    """The messages of one conversation as an OpenAI chat request, as the proxy would see it."""
+
+    def __init__(self, user: str) -> None:
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+
+    def tool_turn(self, tool: str, args: Any, response: str) -> None:
+        """The model called `tool`; the tool answered `response`."""
+        call_id = f"call_{len(self.messages)}"
+        arguments = args if isinstance(args, str) else json.dumps(args)
+        self.messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": tool, "arguments": arguments},
+                    }
+                ],
+            }
+        )
+        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": response})
+
+    def conversation(self) -> Conversation | None:
+        """Parsed by the proxy's parser, indexed as the recorder indexes it."""
+        body = json.dumps({"model": "m", "messages": self.messages}).encode()
+        return conversation_of(
+            parse_request(_OPENAI, "chat.completions", "/v1/chat/completions", body)
+        )
+
+
 class Bench:
-    def __init__(self, data: dict[str, Any], engine: Engine) -> None:
+    def __init__(self, data: dict[str, Any], engine: Engine, *, provenance: bool = True) -> None:
         self.data = data
         self.tools: dict[str, Any] = data["tools"]
         self.scorer = InlineScorer(engine)
+        self.provenance = provenance
         self.n = 0
         self.out: list[Scored] = []
+        self.index_ms: list[float] = []  # parsing the request and indexing its conversation
         self.timed = _Timed(engine)
         self.scorer.engine = self.timed  # type: ignore[assignment]
 
-    def call(self, agent: str, tool: str, args: dict[str, Any]) -> tuple[ScoreResult, float, float]:
+    def call(
+        self, agent: str, tool: str, args: dict[str, Any], chat: Chat
+    ) -> tuple[ScoreResult, float, float]:
         self.n += 1
+        conversation = None
+        if self.provenance:
+            t0 = time.perf_counter_ns()
+            conversation = chat.conversation()
+            self.index_ms.append((time.perf_counter_ns() - t0) / 1e6)
         t0 = time.perf_counter_ns()
         _, result = self.scorer.score_tool_call(
             event_id=f"e{self.n}",
@@ -180,37 +236,47 @@ class Bench:
             name=tool,
             arguments=json.dumps(args),
             timestamp=datetime(2026, 1, 1, 12, tzinfo=UTC),
+            conversation=conversation,
         )
         return result, (time.perf_counter_ns() - t0) / 1e6, self.timed.ms
 
     def harmful(
-        self, agent: str, kind: str, case: dict[str, Any]
+        self, agent: str, kind: str, case: dict[str, Any], chat: Chat
     ) -> tuple[ScoreResult, float, float]:
         """The attacker case's calls in `agent`'s conversation; returns the harmful one's score."""
         instruction = case["Attacker Instruction"]
         tools = case["Attacker Tools"]
         if kind == "dh":
-            return self.call(agent, tools[0], fill(self.tools[tools[0]], instruction))
+            return self.call(agent, tools[0], fill(self.tools[tools[0]], instruction), chat)
         first, send = tools[0], tools[1]
-        self.call(agent, first, fill(self.tools[first], instruction))
+        first_args = fill(self.tools[first], instruction)
+        self.call(agent, first, first_args, chat)
         body = self.data["ds_step1_responses"].get(first, {}).get("response", "")
-        return self.call(agent, send, fill(self.tools[send], instruction, body=body))
+        chat.tool_turn(first, first_args, body)
+        return self.call(agent, send, fill(self.tools[send], instruction, body=body), chat)
 
     def run(self) -> None:
         users = self.data["user_cases"]
         attackers = [(k, c) for k in ("dh", "ds") for c in self.data["attacker_cases"][k]]
         for u_i, user in enumerate(users):
             agent = f"user{u_i}"
-            result, ms, ems = self.call(agent, user["User Tool"], user["Tool Parameters"])
+            chat = Chat(user["User Instruction"])
+            result, ms, ems = self.call(agent, user["User Tool"], user["Tool Parameters"], chat)
             self.out.append(Scored("user", "user", result, ms, ems))
         for u_i, user in enumerate(users):
             for a_i, (kind, case) in enumerate(attackers):
                 agent = f"attack{u_i}.{a_i}"
-                self.call(agent, user["User Tool"], user["Tool Parameters"])
-                result, ms, ems = self.harmful(agent, kind, case)
+                chat = Chat(user["User Instruction"])
+                self.call(agent, user["User Tool"], user["Tool Parameters"], chat)
+                response = user["Tool Response Template"].replace(
+                    "<Attacker Instruction>", case["Attacker Instruction"]
+                )
+                chat.tool_turn(user["User Tool"], user["Tool Parameters"], response)
+                result, ms, ems = self.harmful(agent, kind, case, chat)
                 self.out.append(Scored("attack", kind, result, ms, ems))
         for a_i, (kind, case) in enumerate(attackers):
-            result, ms, ems = self.harmful(f"twin{a_i}", kind, case)
+            chat = Chat(case["Attacker Instruction"])
+            result, ms, ems = self.harmful(f"twin{a_i}", kind, case, chat)
             self.out.append(Scored("twin", kind, result, ms, ems))
 
 
@@ -227,7 +293,13 @@ def rate(scores: Iterable[int]) -> float:
     return sum(x >= HIGH for x in s) / len(s) if s else float("nan")
 
 
-def report(out: list[Scored]) -> None:
+def _percentiles(samples: list[float]) -> str:
+    ms = sorted(samples)
+    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    return f"median {statistics.median(ms):.3f}, p99 {p99:.3f}"
+
+
+def report(out: list[Scored], index_ms: list[float]) -> None:
     def scores(group: str, kind: str | None = None) -> list[int]:
         return [s.result.score for s in out if s.group == group and kind in (None, s.kind)]
 
@@ -260,9 +332,9 @@ def report(out: list[Scored]) -> None:
         ("Engine.score", [s.engine_ms for s in out]),
         ("InlineScorer.score_tool_call (JSON decode, event, history, score)", [s.ms for s in out]),
     ):
-        ms = sorted(samples)
-        p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-        print(f"ms per score, {label}: median {statistics.median(ms):.3f}, p99 {p99:.3f}")
+        print(f"ms per score, {label}: {_percentiles(samples)}")
+    if index_ms:
+        print(f"ms per request, parse + index the conversation (once): {_percentiles(index_ms)}")
 
 
 def main() -> None:
@@ -274,9 +346,11 @@ def main() -> None:
     data = json.loads(args.data.read_text(encoding="utf-8"))
     engine = Engine.load()
     Bench(data, engine).run()  # warm-up: caches and the phone metadata load on first use
-    bench = Bench(data, engine)
-    bench.run()
-    report(bench.out)
+    for label, provenance in (("before: without the conversation", False), ("after", True)):
+        bench = Bench(data, engine, provenance=provenance)
+        bench.run()
+        print(f"== {label} ==")
+        report(bench.out, bench.index_ms)
 
 
 if __name__ == "__main__":

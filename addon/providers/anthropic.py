@@ -45,6 +45,7 @@ class _Block(msgspec.Struct):
 
 
 class _Message(msgspec.Struct):
+    role: str | None = None
     content: str | list[_Block] = ""
 
 
@@ -101,6 +102,7 @@ def parse_request_body(body: bytes) -> RequestInfo:
         model=req.model,
         stream=bool(req.stream),
         text=seg.items,
+        roles=[m.role or "" for m in req.messages],
         tools=[t.name for t in req.tools or () if t.name],
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.max_tokens,

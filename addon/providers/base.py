@@ -75,6 +75,9 @@ class RequestInfo(msgspec.Struct):
     #: Upper bound of the completion tokens (``max_tokens`` times the choices asked for); None when
     #: the request sets no limit, 0 for an endpoint without output (embeddings).
     completion_token_bound: int | None = None
+    #: The role of each message (``$.messages[i]`` / ``$.input[i]``: user, system, tool …) where
+    #: the dialect has roles, for the provenance of the tool calls it produces (``addon/trust.py``).
+    roles: list[str] = []
 
 
 class ResponseInfo(msgspec.Struct):

@@ -26,6 +26,7 @@ the writer. Its parts:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +35,10 @@ from addon import config as config_mod
 from addon import ids, lineage, metrics
 from addon.acks import Acks
 from addon.event import Event
-from addon.mcp import InlineScorer
+from addon.mcp import InlineScorer, tool_result_texts
 from addon.policy import PolicyStore
-from addon.providers import ResponseInfo, fill_prompt_estimate
-from addon.recorder.calls import MAX_OPEN_CALLS, OpenCall, feed, open_stream
+from addon.providers import RequestInfo, ResponseInfo, fill_prompt_estimate
+from addon.recorder.calls import MAX_OPEN_CALLS, OpenCall, decode_body, feed, open_stream
 from addon.recorder.requests import request_event
 from addon.recorder.responses import (
     billed_cost,
@@ -57,6 +58,7 @@ from addon.wire import (
     Score,
     Stream,
     ToolHistory,
+    ToolOutput,
     ToProxy,
     ToRecorder,
 )
@@ -65,6 +67,8 @@ from api.scoring import Engine
 
 log = logging.getLogger("govrix.recorder")
 
+#: The proxy's salt for tool-result digests, handed to a recorder process (``ToolOutput``).
+FLOW_SALT_ENV = "GOVRIX_FLOW_SALT"
 #: The error of a call still open when the recorder stops (the proxy exited before it ended).
 ABORTED = "aborted: the proxy stopped before the call ended"
 
@@ -109,7 +113,11 @@ class Recorder:
                 log.error("policy file rejected by the recorder: %s", e)
             self.policies = store
         if self.scorer is None:
-            self.scorer = InlineScorer(Engine.load(internal_domains=s.internal_domains))
+            salt = os.environ.get(FLOW_SALT_ENV)
+            self.scorer = InlineScorer(
+                Engine.load(internal_domains=s.internal_domains),
+                flow_salt=bytes.fromhex(salt) if salt else None,
+            )
         url = self.database_url
         if not url:
             log.warning(
@@ -264,7 +272,9 @@ class Recorder:
         response_id = e.response_id or ids.event_id()
         if self.acks is not None:
             self.acks.expect(response_id, b.request_id, response=True)
-        tool_calls = self._score_tool_calls(b, rinfo, response_id)
+        tool_calls = self._score_tool_calls(b, rinfo, response_id, call.info)
+        if call.provider.name == "mcp" and e.error is None:
+            self._observe_tool_result(call, e)
         self._record(
             response_event(
                 call,
@@ -283,7 +293,7 @@ class Recorder:
         observe(call, e)
 
     def _score_tool_calls(
-        self, b: Begin, rinfo: ResponseInfo, response_event_id: str
+        self, b: Begin, rinfo: ResponseInfo, response_event_id: str, request: RequestInfo
     ) -> list[dict[str, Any]]:
         """Score each tool call the model asked for; the actions join the proxy's history."""
         out, actions = score_tool_calls(
@@ -293,10 +303,28 @@ class Recorder:
             response_event_id,
             customer_id=self.settings.proxy_customer_id,
             record_score=self._record_score,
+            request=request,
         )
         if actions:
             self.reply(ToolHistory(b.agent_id, actions))
         return out
+
+    def _observe_tool_result(self, call: OpenCall, e: End) -> None:
+        """An MCP tool result: its token digests join the session's flow (``addon/mcp.py``),
+        and the proxy's scorer's when this recorder runs in its own process."""
+        if self.scorer is None:
+            return
+        if call.mcp_body is not None:
+            body = bytes(call.mcp_body) + (e.body or b"")
+        else:
+            body = decode_body(e.body, e.encoding) or b""
+        texts = tool_result_texts(body) if body else []
+        if not texts:
+            return
+        b = call.begin
+        digests, cue = self.scorer.observe_tool_result(b.agent_id, b.session_id, texts)
+        if not self._shared_scorer and (digests or cue):
+            self.reply(ToolOutput(b.agent_id, b.session_id, digests, cue))
 
     def _record_score(self, row: ScoreRow) -> None:
         if self.writer is not None:
@@ -318,4 +346,4 @@ def _stat(w: BatchWriter, name: str) -> Callable[[], float]:
     return lambda: float(getattr(w.stats, name))
 
 
-__all__ = ["ABORTED", "MAX_OPEN_CALLS", "Recorder"]
+__all__ = ["ABORTED", "FLOW_SALT_ENV", "MAX_OPEN_CALLS", "Recorder"]

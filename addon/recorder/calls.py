@@ -16,6 +16,8 @@ log = logging.getLogger("govrix.recorder")
 
 #: Calls whose End never came (a proxy that lost track of a flow) are forgotten past this many.
 MAX_OPEN_CALLS = 100_000
+#: Bytes of a streamed MCP response kept to read its tool results.
+MAX_MCP_BODY = 512 * 1024
 
 
 @dataclass(slots=True)
@@ -31,6 +33,8 @@ class OpenCall:
     scanner: pii.StreamScanner | None = None
     streamed: bool = False
     resent: bool = False  # its events may be stored already: they fork off the chain
+    #: A streamed MCP response's bytes (bounded), read for its tool results at the end.
+    mcp_body: bytearray | None = None
 
 
 def ts(epoch: float) -> datetime:
@@ -60,10 +64,14 @@ def open_stream(call: OpenCall, m: Stream, *, pii_scan: bool) -> None:
         parser.text_delta_callback = scanner.feed
     call.parser = parser
     call.streamed = True
+    if call.provider.name == "mcp":
+        call.mcp_body = bytearray()
 
 
 def feed(call: OpenCall, data: bytes) -> None:
     """Bytes of the streamed response; a parser that fails is dropped, the call still recorded."""
+    if call.mcp_body is not None and len(call.mcp_body) < MAX_MCP_BODY:
+        call.mcp_body += data[: MAX_MCP_BODY - len(call.mcp_body)]
     if call.parser is None or not data:
         return
     try:

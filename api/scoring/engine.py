@@ -35,6 +35,7 @@ from api.scoring.models import (
     ScoreResult,
     Violation,
 )
+from api.scoring.provenance import CUES_FILE, Conversation
 from api.scoring.rules import RULES_DIR, Rule, RuleSet, load_rules_dir
 
 SCORER_VERSION = "govrix-scoring/1.0.0"
@@ -74,7 +75,7 @@ class Engine:
         """Load and compile every rule file of `rules_dir` (default: the shipped rules)."""
         directory = rules_dir or RULES_DIR
         ruleset = load_rules_dir(directory)
-        digest = _digest([*(Path(f) for f in ruleset.files), FIELDS_FILE])
+        digest = _digest([*(Path(f) for f in ruleset.files), FIELDS_FILE, CUES_FILE])
         return cls(
             ruleset,
             default_classifier(),
@@ -121,7 +122,12 @@ class Engine:
 
     # --- scoring --------------------------------------------------------------------------
 
-    def extract_facts(self, event: ActionEvent, history: HistoryFacts | None = None) -> Facts:
+    def extract_facts(
+        self,
+        event: ActionEvent,
+        history: HistoryFacts | None = None,
+        conversation: Conversation | None = None,
+    ) -> Facts:
         """The base facts of an event (for debugging and the LLM prompt)."""
         return extract_facts(
             event,
@@ -129,6 +135,7 @@ class Engine:
             self.classifier,
             internal_domains=self.internal_domains,
             salt=self._salt,
+            conversation=conversation,
         )
 
     @staticmethod
@@ -138,10 +145,14 @@ class Engine:
         return [v.digest for v in facts.get("_values", ()) if v.digest]
 
     def score_with_facts(
-        self, event: ActionEvent, history: HistoryFacts | None = None
+        self,
+        event: ActionEvent,
+        history: HistoryFacts | None = None,
+        conversation: Conversation | None = None,
     ) -> tuple[ScoreResult, Facts]:
-        """`score`, plus the facts it was computed from (for callers that keep history)."""
-        return self._score(event, history)
+        """`score`, plus the facts it was computed from (for callers that keep history);
+        `conversation` is what produced the call (provenance.py)."""
+        return self._score(event, history, conversation)
 
     def _chain(self, facts: Facts) -> list[Rule]:
         """Fire rules to a fixed point (each rule at most once) or MAX_ITERATIONS waves.
@@ -179,8 +190,13 @@ class Engine:
         """Score one action with the rules only. Pure and deterministic."""
         return self._score(event, history)[0]
 
-    def _score(self, event: ActionEvent, history: HistoryFacts | None) -> tuple[ScoreResult, Facts]:
-        facts = self.extract_facts(event, history)
+    def _score(
+        self,
+        event: ActionEvent,
+        history: HistoryFacts | None,
+        conversation: Conversation | None = None,
+    ) -> tuple[ScoreResult, Facts]:
+        facts = self.extract_facts(event, history, conversation)
         verb_base = VERB_BASE[facts["verb_class"]]
         scope = (
             SCOPE_FACTOR.get(facts["sensitivity"], 1.0) if facts["sensitivity"] is not None else 1.0
@@ -337,6 +353,10 @@ class Engine:
             "pii_types": sorted(facts["pii_types"]),
             "amount_at_least_1000": (facts["amount"] or 0) >= 1000,
             "deletion_scope": facts["deletion_scope"],
+            "provenance": facts["provenance"],
+            "destination_provenance": facts["destination_provenance"],
+            "instruction_in_tool_result": facts["instruction_in_tool_result"],
+            "exfiltration": facts["exfiltration"],
             "bulk": facts["bulk"],
             "production": facts["is_production"],
             "prior_actions": facts["prior_actions"][-10:],

@@ -21,6 +21,11 @@ destinations (internal or external, known counterparties from the history), amou
 shell commands and the deletion scope. Class words in an MCP server's name no longer decide the
 data class on their own (`server_data_classes`); the tool's name, fields and values do.
 
+Given the conversation that produced a call (provenance.py, docs/provenance.md), its steering
+values are trusted (the user or system said them), untrusted (only a tool returned them) or
+invented; instruction cues in tool output and tool-returned tokens in an outbound payload are
+facts too. Without a conversation these facts are unknown and no rule on them fires.
+
 Target scope (sensitivity_level): 0 → 0.6, 1 → 0.8, 2 → 1.0, 3 → 1.2, 4 → 1.5, absent → 1.0.
 MCP trust: no MCP context 1.0; verified local (stdio) 1.0; verified remote 1.1; verification
 unknown 1.2 (local) / 1.3 (remote); unverified local 1.3; unverified remote 1.5.
@@ -41,6 +46,7 @@ import yaml
 
 from api.scoring.fields import FieldClassifier, words
 from api.scoring.models import ActionEvent, Classification, HistoryFacts
+from api.scoring.provenance import Conversation, provenance_facts
 from api.scoring.values import value_facts
 
 VERB_BASE: dict[str, float] = {
@@ -256,6 +262,14 @@ BASE_FACTS: dict[str, FactKind] = {
     "command_words": FactKind.SET,  # the program of each command in a shell chain
     "deletes_by_command": FactKind.BOOL,
     "deletion_scope": FactKind.STR,  # single | bulk | all | recursive (when something is deleted)
+    # --- provenance and data flow from the conversation (provenance.py); unknown without one ---
+    "provenance": FactKind.STR,  # worst of the steering values: untrusted > invented > trusted
+    "destination_provenance": FactKind.STR,  # the same over the destinations only
+    "untrusted_value_count": FactKind.NUM,  # steering values only tool output holds
+    "invented_value_count": FactKind.NUM,  # steering values found nowhere in the conversation
+    "instruction_in_tool_result": FactKind.BOOL,  # a tool result addresses the model with orders
+    "flow_token_count": FactKind.NUM,  # payload tokens (6+ chars) only a tool returned
+    "exfiltration": FactKind.BOOL,  # an outbound call carries what a tool returned
 }
 
 Facts = dict[str, Any]
@@ -396,11 +410,13 @@ def extract_facts(
     *,
     internal_domains: tuple[str, ...] = (),
     salt: bytes = b"",
+    conversation: Conversation | None = None,
 ) -> Facts:
     """Derive every base fact from an event and the agent's history. Pure and deterministic.
 
     The values the value facts were drawn from (paths and kinds, never raw values) are under
-    ``"_values"``; a destination's digest is salted with `salt`."""
+    ``"_values"``; a destination's digest is salted with `salt`. `conversation` (the messages
+    that produced the call, or a session's tool results) gives the provenance facts."""
     domain, scope, verb = event.action.split(":", 2)
     domain = domain.lower()
     params = event.parameters
@@ -569,5 +585,6 @@ def extract_facts(
         # Whether a destination is new is known only where counterparties are tracked.
         "new_destination": unknown_external if tracked else None,
         "deletion_scope": deletion_scope,
+        **provenance_facts(params, (x.path for x in values), verb_cls, conversation),
         "_values": values,
     }

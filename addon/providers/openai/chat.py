@@ -20,6 +20,7 @@ class _ToolCallIn(msgspec.Struct):
 
 
 class _Message(msgspec.Struct):
+    role: str | None = None
     content: str | list[Part] | None = None
     tool_calls: list[_ToolCallIn] | None = None
     function_call: FunctionCall | None = None
@@ -60,6 +61,7 @@ def parse_request(provider: str, body: bytes) -> RequestInfo:
         model=req.model,
         stream=bool(req.stream),
         text=seg.items,
+        roles=[m.role or "" for m in req.messages],
         tools=tool_names(req.tools, req.functions),
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=max_tokens,

@@ -19,6 +19,7 @@ from .usage import ErrorView, UsageView, convert_usage, error_label
 
 class _ResponsesItem(msgspec.Struct):
     type: str | None = None
+    role: str | None = None
     content: str | list[Part] | None = None
     name: str | None = None
     arguments: str | None = None
@@ -54,6 +55,7 @@ def parse_request(provider: str, body: bytes) -> RequestInfo:
         model=req.model,
         stream=bool(req.stream),
         text=seg.items,
+        roles=[item.role or "" for item in req.input] if isinstance(req.input, list) else [],
         tools=tool_names(req.tools),
         estimated_prompt_tokens=estimate_tokens(seg.chars),
         max_tokens=req.max_output_tokens,
