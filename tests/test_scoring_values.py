@@ -1,4 +1,4 @@
-"""Value-level facts (api/scoring/values.py), verb precedence (facts.primary_verb) and the rules
+"""Value-level facts (api/scoring/values.py), verb precedence (verbs.primary_verb) and the rules
 on them (rules/01_values.yaml): tables of classes of behaviour, one row per case."""
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from addon.config import ConfigError
 from addon.config import load as load_settings
 from addon.mcp import InlineScorer
 from api.scoring import Engine, HistoryFacts, convert_action_event
-from api.scoring.facts import BASE_FACTS, VERB_BASE, FactKind, primary_verb
+from api.scoring.facts import BASE_FACTS, FactKind
 from api.scoring.rules import RULES_DIR
 from api.scoring.values import DESTINATION_KINDS, parse_domains
+from api.scoring.verbs import VERB_BASE, primary_verb
 
 LEVELS = ["none", "low", "medium", "high", "critical"]
 

@@ -25,7 +25,7 @@ from api.scoring.bands import (
     distance_to_boundary,
     risk_level_for,
 )
-from api.scoring.facts import SCOPE_FACTOR, VERB_BASE, Facts, extract_facts, mcp_trust
+from api.scoring.facts import SCOPE_FACTOR, Facts, extract_facts, mcp_trust
 from api.scoring.fields import FIELDS_FILE, FieldClassifier, default_classifier
 from api.scoring.models import (
     ActionEvent,
@@ -37,6 +37,7 @@ from api.scoring.models import (
 )
 from api.scoring.provenance import CUES_FILE, Conversation
 from api.scoring.rules import RULES_DIR, Rule, RuleSet, load_rules_dir
+from api.scoring.verbs import VERB_BASE
 
 SCORER_VERSION = "govrix-scoring/1.0.0"
 MAX_ITERATIONS = 50

@@ -19,6 +19,11 @@ Every finding is an :class:`ArgValue` with its JSON path and kind: later stages 
 the conversation, data flow by content) attach to the same values by path. Destinations carry a
 salted digest of their normalised form so the proxy can remember counterparties without keeping
 them.
+
+Why one module of ~500 lines: the walk (``_Walk``) is one pass whose branches share the key
+context of each leaf (a key names a destination, an amount, a path or a command); split across
+modules the walk would hand that context back and forth per leaf. The word lists and patterns it
+reads sit at the top, grouped by the fact they feed.
 """
 
 from __future__ import annotations
