@@ -227,6 +227,8 @@ def own_cluster() -> Iterator[pgembed.Cluster]:
     finally:
         pgembed.stop(c, mode="immediate")
         shutil.rmtree(home, ignore_errors=True)
+        if c.base != c.state:  # a private checkout keeps the cluster under /var/lib/govrix
+            shutil.rmtree(c.base, ignore_errors=True)
 
 
 def test_database_stopped_mid_run_loses_nothing(
