@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import re2
@@ -36,24 +37,21 @@ def compile_set(patterns: list[str]) -> Any:
     return pattern_set
 
 
-def without_groups(pattern: str) -> str:
-    """``pattern`` with every capturing group made non-capturing (named ones included)."""
-    out: list[str] = []
+def _pieces(pattern: str) -> Iterator[tuple[int, int, bool]]:
+    """``pattern`` as ``(start, end, syntax)`` pieces: an escape, a POSIX class, the opening of a
+    character class or one of its members, or one other character. ``syntax`` is True outside
+    character classes, where groups and counted repetitions are what they seem."""
     i, n, in_class = 0, len(pattern), False
     while i < n:
         c = pattern[i]
         if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
+            j = i + 2
         elif in_class and pattern.startswith("[:", i):  # a POSIX class such as [:alnum:]
             close = pattern.find(":]", i + 2)
             j = n if close < 0 else close + 2
-            out.append(pattern[i:j])
-            i = j
         elif in_class:
             in_class = c != "]"
-            out.append(c)
-            i += 1
+            j = i + 1
         elif c == "[":
             in_class = True
             j = i + 1
@@ -61,17 +59,28 @@ def without_groups(pattern: str) -> str:
                 j += 1
             if pattern.startswith("]", j):  # a ']' first in a class is a literal
                 j += 1
-            out.append(pattern[i:j])
-            i = j
-        elif c == "(" and pattern.startswith("(?P<", i):
-            out.append("(?:")
-            i = pattern.index(">", i) + 1
-        elif c == "(" and not pattern.startswith("(?", i):
-            out.append("(?:")
-            i += 1
         else:
-            out.append(c)
+            yield i, i + 1, True
             i += 1
+            continue
+        yield i, j, False
+        i = j
+
+
+def without_groups(pattern: str) -> str:
+    """``pattern`` with every capturing group made non-capturing (named ones included)."""
+    out: list[str] = []
+    skip = 0  # a named group's opening is rewritten whole
+    for start, end, syntax in _pieces(pattern):
+        if start < skip:
+            continue
+        if syntax and pattern.startswith("(?P<", start):
+            out.append("(?:")
+            skip = pattern.index(">", start) + 1
+        elif syntax and pattern[start] == "(" and not pattern.startswith("(?", start):
+            out.append("(?:")
+        else:
+            out.append(pattern[start:end])
     return "".join(out)
 
 
@@ -85,47 +94,21 @@ def capped(pattern: str, limit: int = 8) -> str:
     in proportion. Candidates only need a superset: the rule's own regex decides.
     """
     out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
+    skip = 0  # a counted repetition is rewritten whole
+    for start, end, syntax in _pieces(pattern):
+        if start < skip:
             continue
-        if in_class:
-            if pattern.startswith("[:", i):
-                close = pattern.find(":]", i + 2)
-                j = n if close < 0 else close + 2
-                out.append(pattern[i:j])
-                i = j
-                continue
-            in_class = c != "]"
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            j = i + 1
-            if pattern.startswith("^", j):
-                j += 1
-            if pattern.startswith("]", j):
-                j += 1
-            out.append(pattern[i:j])
-            i = j
-            continue
-        if c == "{":
-            close = pattern.find("}", i)
-            body = pattern[i + 1 : close] if close > 0 else ""
-            low, comma, high = body.partition(",")
+        if syntax and pattern[start] == "{":
+            close = pattern.find("}", start)
+            low, comma, high = (pattern[start + 1 : close] if close > 0 else "").partition(",")
             if low.isdigit() and (not high or high.isdigit()):
                 lo = int(low)
                 hi = int(high) if high else (None if comma else lo)
                 if hi is None or hi > limit:
                     out.append(f"{{{min(lo, limit)},}}")
                 else:
-                    out.append(pattern[i : close + 1])
-                i = close + 1
+                    out.append(pattern[start : close + 1])
+                skip = close + 1
                 continue
-        out.append(c)
-        i += 1
+        out.append(pattern[start:end])
     return "".join(out)
