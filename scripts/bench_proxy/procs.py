@@ -35,6 +35,7 @@ class Proxy:
     dsn: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    lean: bool = False  # the addon in its lean master (python -m addon.lean) instead of mitmdump -s
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     sent: int = 0  # every request sent through it, warm-up included: 2 events each for the addon
@@ -50,13 +51,16 @@ class Proxy:
         gets it too; ``ssl_insecure`` because the fake upstream's certificate is self-signed;
         ``-q`` as scripts/stack.py runs the proxy (no per-flow console output).
         """
+        program = [sys.executable, "-m", "addon.lean"] if self.lean else [str(MITMDUMP)]
         cmd = [
-            str(MITMDUMP), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
+            *program, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
             "--set", f"confdir={self.home / 'mitmproxy'}",
             "--set", "connection_strategy=lazy",
             "--set", "ssl_insecure=true",
         ]  # fmt: skip
         cmd += self.extra_args
+        if self.lean:
+            return cmd
         return cmd + (["-s", str(ROOT / "addon" / "main.py")] if self.addon else [])
 
     def start(self) -> None:
