@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from scripts.pidfiles import HOME, ROOT
+from scripts.pidfiles import HOME
 from scripts.ports import Port
 
 PROXY_PORT = int(os.environ.get("GOVRIX_PROXY_PORT", "4000"))
@@ -94,18 +94,21 @@ def planned_ports(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
 
 
 def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(name, command line) of each process ``up`` starts: the API, then mitmdump."""
+    """(name, command line) of each process ``up`` starts: the API, then the proxy."""
     env_py = sys.executable
     out: list[tuple[str, list[str]]] = []
     if not args.no_api:
         out.append(("api", [env_py, "-m", "api", "--host", args.api_host, "--port", str(API_PORT)]))
     if not args.no_proxy:
-        mitmdump = str(Path(env_py).parent / "mitmdump")
+        # The lean master (addon/lean.py): mitmdump's command line and behaviour, with only the
+        # built-in addons the options ask for; `mitmdump -s addon/main.py` is the same proxy.
         out.append(
             (
                 "proxy",
                 [
-                    mitmdump,
+                    env_py,
+                    "-m",
+                    "addon.lean",
                     "-q",
                     *proxy_modes(),
                     "--listen-host",
@@ -114,8 +117,6 @@ def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
                     str(PROXY_PORT),
                     "--set",
                     f"confdir={HOME / 'mitmproxy'}",
-                    "-s",
-                    str(ROOT / "addon" / "main.py"),
                 ],
             )
         )
