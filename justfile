@@ -48,6 +48,7 @@ lint:
     .venv/bin/mypy
 
 # Benchmarks (not tests): `bench writer`, `bench proxy`, `bench api`, `bench pii`, `bench engine`,
-# `bench injecagent` (the risk scorer on ../shared/eval/injecagent/), `bench lean` (the lean master).
+# `bench injecagent` (the risk scorer on ../shared/eval/injecagent/), `bench lean` (the lean master),
+# `bench attacks` (AgentDojo + InjecAgent replayed through the real proxy; needs its own venv).
 bench what *args:
     {{py}} -m scripts.bench_{{what}} "${@:2}"

@@ -54,6 +54,7 @@ from addon.providers import parse_request, provider_by_name  # noqa: E402
 from addon.trust import conversation_of  # noqa: E402
 from api.scoring import Engine, ScoreResult  # noqa: E402
 from api.scoring.provenance import Conversation  # noqa: E402
+from scripts.bench_proxy.replay import Case, Step  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "eval" / "injecagent" / "injecagent.json"
 HIGH = 60
@@ -278,6 +279,51 @@ class Bench:
             chat = Chat(case["Attacker Instruction"])
             result, ms, ems = self.harmful(f"twin{a_i}", kind, case, chat)
             self.out.append(Scored("twin", kind, result, ms, ems))
+
+
+def replay_cases(data: dict[str, Any]) -> list[Case]:
+    """The same conversations as :class:`Bench`, as cases to replay through the real proxy
+    (``scripts/bench_proxy/replay.py``, used by ``scripts/govrix bench attacks``): the calls in
+    order with the tools' responses, the measured call labelled ``harmful`` (attack), ``benign``
+    (the user's own call) or ``twin`` (the attacker's calls on the user's own request)."""
+    tools: dict[str, Any] = data["tools"]
+
+    def harmful_steps(kind: str, case: dict[str, Any], label: str) -> list[Step]:
+        instruction = case["Attacker Instruction"]
+        names = case["Attacker Tools"]
+        if kind == "dh":
+            return [Step(names[0], fill(tools[names[0]], instruction), "", label)]
+        first, send = names[0], names[1]
+        body = data["ds_step1_responses"].get(first, {}).get("response", "")
+        return [
+            Step(first, fill(tools[first], instruction), body, "attack_read"),
+            Step(send, fill(tools[send], instruction, body=body), "", label),
+        ]
+
+    users = data["user_cases"]
+    attackers = [(k, c) for k in ("dh", "ds") for c in data["attacker_cases"][k]]
+    cases: list[Case] = []
+    for u_i, user in enumerate(users):
+        own = Step(user["User Tool"], user["Tool Parameters"], "", "benign")
+        cases.append(Case(f"ia-u{u_i}", "injecagent", user["User Instruction"], (own,)))
+    for u_i, user in enumerate(users):
+        for a_i, (kind, attacker) in enumerate(attackers):
+            response = user["Tool Response Template"].replace(
+                "<Attacker Instruction>", attacker["Attacker Instruction"]
+            )
+            first = Step(user["User Tool"], user["Tool Parameters"], response, "user")
+            steps = (first, *harmful_steps(kind, attacker, "harmful"))
+            cases.append(
+                Case(f"ia-a{u_i}-{a_i}", "injecagent", user["User Instruction"], steps,
+                     meta={"kind": kind})
+            )  # fmt: skip
+    for a_i, (kind, attacker) in enumerate(attackers):
+        steps = tuple(harmful_steps(kind, attacker, "twin"))
+        cases.append(
+            Case(f"ia-t{a_i}", "injecagent", attacker["Attacker Instruction"], steps,
+                 meta={"kind": kind})
+        )  # fmt: skip
+    return cases
 
 
 def auc(pos: Sequence[int], neg: Sequence[int]) -> float:

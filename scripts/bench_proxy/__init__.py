@@ -26,8 +26,10 @@ The package, by concern: ``client.py`` (the raw HTTP/1.1 client, the load and TT
 ``procs.py`` (the mitmdump processes and their readiness), ``cpu.py`` (CPU seconds from /proc),
 ``fixtures.py`` (the scratch databases' budget, the policy file, the recorded-event check),
 ``stats.py`` (cells and their pooling), ``report.py`` (the markdown and BENCHMARKS.md),
-``run.py`` (the three measurements, and ``main``). ``scripts/bench_instructions.py`` reuses the
-client, the processes and the fixtures through the names below.
+``run.py`` (the three measurements, and ``main``), ``replay.py`` (conversations replayed through
+the addon proxy with a scripted provider, for ``scripts/bench_attacks.py``).
+``scripts/bench_instructions.py`` reuses the client, the processes and the fixtures through the
+names below.
 """
 
 from __future__ import annotations
