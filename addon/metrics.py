@@ -68,7 +68,11 @@ def child(metric: Any, *labels: str) -> Any:
 
 
 class CallbackCollector(Collector):
-    """Gauges and counters read from live objects at scrape time (writer, agent table, pricing)."""
+    """Gauges and counters read from live objects at scrape time (writer, agent table, pricing).
+
+    ``labelled`` are counters with labels; ``labelled_gauges`` gauges with labels (e.g. an
+    info-style ``..._info{version=...} 1`` naming what a proxy runs).
+    """
 
     def __init__(self) -> None:
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -76,6 +80,9 @@ class CallbackCollector(Collector):
         self.labelled: list[
             tuple[str, str, list[str], Callable[[], dict[tuple[str, ...], float]]]
         ] = []
+        self.labelled_gauges: dict[
+            str, tuple[str, list[str], Callable[[], dict[tuple[str, ...], float]]]
+        ] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for name, (doc, fn) in self.gauges.items():
@@ -87,6 +94,11 @@ class CallbackCollector(Collector):
             for key, value in series().items():
                 fam.add_metric(list(key), value)
             yield fam
+        for name, (doc, labels, series) in self.labelled_gauges.items():
+            gauge = GaugeMetricFamily(name, doc, labels=labels)
+            for key, value in series().items():
+                gauge.add_metric(list(key), value)
+            yield gauge
 
 
 LIVE = CallbackCollector()

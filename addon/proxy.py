@@ -49,6 +49,8 @@ from addon.intake import Intake
 from addon.mcp import InlineScorer
 from addon.pipeline import Pipeline
 from addon.policy import PolicyError, PolicyStore, watch
+from addon.policy.sync import PolicySync
+from addon.policy.sync import export_metrics as export_policy_metrics
 from addon.refusals import Refusal
 from addon.route import MCP_CALL, OTHER, Router
 from addon.sightings import Sightings
@@ -78,6 +80,8 @@ class Govrix:
         self.budgets: Budgets = Budgets(None)
         self.policies: PolicyStore = PolicyStore()
         self._policy_task: Any = None
+        #: Applies the newest policy version from PostgreSQL; publishes the policy file there.
+        self.policy_sync: PolicySync | None = None
         self.scorer: InlineScorer | None = None
         #: Steps 1 and 3 (who, where) and the call they open; made in ``start``.
         self.intake: Intake | None = None
@@ -183,6 +187,8 @@ class Govrix:
                 configured=s.budgets,
                 unpriced="allow" if s.budget_unpriced == "allow" else "refuse",
             ).start()
+            if url:
+                self.policy_sync = PolicySync(self.policies, url).start()
             self._export_metrics()
             with contextlib.suppress(OSError):
                 metrics.serve(s.metrics_port)
@@ -209,7 +215,12 @@ class Govrix:
             conclude=self._conclude,
             fail_closed=self._fail_closed,
         )
-        log.info("govrix addon running (recorder: %s, spool %s)", self.recorder.mode, s.spool_dir)
+        log.info(
+            "govrix addon running (recorder: %s, spool %s, policy: %s)",
+            self.recorder.mode,
+            s.spool_dir,
+            self.policies.active.describe(),
+        )
 
     def done(self) -> None:
         if self.settings is not None and not self.replay:
@@ -231,6 +242,8 @@ class Govrix:
             self.recorder.close()  # settlements still arrive here: budgets stop after
         self.agents.stop()
         self.budgets.stop()
+        if self.policy_sync is not None:
+            self.policy_sync.stop()
 
     def _export_metrics(self) -> None:
         metrics.LIVE.gauges["govrix_agent_table_live"] = (
@@ -241,6 +254,7 @@ class Govrix:
             "1 once the budget limits and usage have been read from PostgreSQL.",
             lambda: float(self.budgets.loaded),
         )
+        export_policy_metrics(metrics.LIVE, self.policies, self.policy_sync)
         if self.recorder is not None:
             self.recorder.export_metrics()
 

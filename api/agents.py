@@ -1,7 +1,9 @@
 """``/api/v1/agents``: the registry and the kill switch (seed 001).
 
-A status or metadata change is one ``UPDATE agents``; the ``agents_notify`` trigger (sql/002)
-announces it on ``govrix_agents`` and every proxy applies it to its in-memory table at once.
+A status or metadata change is one ``UPDATE agents`` plus its ``audit_log`` row (``agent.update``
+or ``agent.retire``, the row before and after: api/audit.py) in one transaction; the
+``agents_notify`` trigger (sql/002) announces it on ``govrix_agents`` when it commits and every
+proxy applies it to its in-memory table at once.
 """
 
 from __future__ import annotations
@@ -15,11 +17,49 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from api import audit
 from api.db import AGENT_COLUMNS
 from api.errors import ApiError, error_responses, not_found
-from api.events import CountsDep, CursorParam, EventFilters, Limit, Offset, PoolDep, event_page
+from api.events import (
+    CountsDep,
+    CursorParam,
+    EventFilters,
+    Limit,
+    Offset,
+    Pool,
+    PoolDep,
+    event_page,
+)
 from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, fetch_page, page_headers
 from api.schemas import AgentOut, AgentStatus, AgentUpdate, EventOut, RetireOut
+
+_LOCK = sql.SQL("SELECT {} FROM agents WHERE id = %s FOR UPDATE").format(AGENT_COLUMNS)
+
+
+async def _change(
+    pool: Pool, agent_id: str, action: str, update: sql.Composed, params: tuple[Any, ...]
+) -> AgentOut:
+    """Apply ``update`` (``RETURNING`` the agent's columns) and audit it, in one transaction.
+
+    The row is locked first, so ``before`` is exactly what the update replaced even when two
+    operators act on the same agent at once. 404 (and nothing written) for an unknown agent.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        row = await (await conn.execute(_LOCK, (agent_id,))).fetchone()
+        if row is None:
+            raise not_found("agent")
+        before = AgentOut(*row)
+        new = await (await conn.execute(update, params)).fetchone()
+        assert new is not None  # the row is locked: it cannot have gone
+        after = AgentOut(*new)
+        await audit.record(
+            conn,
+            action,
+            f"agent:{agent_id}",
+            msgspec.to_builtins(before),
+            msgspec.to_builtins(after),
+        )
+    return after
 
 
 class AgentController(Controller):
@@ -83,14 +123,8 @@ class AgentController(Controller):
             "UPDATE agents SET status = coalesce(%s, status), metadata = coalesce(%s, metadata),"
             " updated_at = now() WHERE id = %s RETURNING {}"
         ).format(AGENT_COLUMNS)
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                q, (status, Jsonb(metadata) if metadata is not None else None, agent_id)
-            )
-            row = await cur.fetchone()
-        if row is None:
-            raise not_found("agent")
-        return AgentOut(*row)
+        params = (status, Jsonb(metadata) if metadata is not None else None, agent_id)
+        return await _change(pool, agent_id, "agent.update", q, params)
 
     @post(
         "/{agent_id:str}/retire",
@@ -100,16 +134,11 @@ class AgentController(Controller):
     )
     async def retire_agent(self, pool: PoolDep, agent_id: FromPath[str]) -> RetireOut:
         """Retire an agent (``PUT`` with ``{"status": "retired"}``, more explicit in intent)."""
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "UPDATE agents SET status = 'retired', updated_at = now() WHERE id = %s"
-                " RETURNING id, status, updated_at",
-                (agent_id,),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            raise not_found("agent")
-        return RetireOut(id=row[0], status=row[1], updated_at=row[2])
+        q = sql.SQL(
+            "UPDATE agents SET status = 'retired', updated_at = now() WHERE id = %s RETURNING {}"
+        ).format(AGENT_COLUMNS)
+        after = await _change(pool, agent_id, "agent.retire", q, (agent_id,))
+        return RetireOut(id=after.id, status=after.status, updated_at=after.updated_at)
 
     @get(
         "/{agent_id:str}/events",

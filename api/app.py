@@ -1,4 +1,5 @@
-"""The application factory: routes, auth, error mapping, OpenAPI, pool and stream-hub lifespan.
+"""The application factory: routes, auth, error mapping, OpenAPI, pool and stream-hub lifespan,
+and the operator console at ``/`` (api/console/, docs/console.md).
 
 The app is built from a connection string (never from a pool made elsewhere): the pool and the
 SSE hub are born in the lifespan, on the loop that serves requests.
@@ -23,14 +24,19 @@ from litestar.types import Guard
 
 from api.actions import ScoringService, scoring_router
 from api.agents import AgentController
+from api.audit import AuditController
 from api.budgets import BudgetController
+from api.console import build_console
 from api.count_cache import TotalCache
 from api.db import make_pool
 from api.errors import handle_exception
 from api.events import EventController, Pool
 from api.health import health, ready
+from api.keys import KeyController
 from api.metrics import ApiMetrics, metrics_endpoint
+from api.policies import PolicyController
 from api.sessions import SessionController
+from api.stats import StatsCache, StatsController
 from api.stream import StreamController, StreamHub
 
 API_PREFIX = "/api/v1"
@@ -74,6 +80,8 @@ def create_app(
         raise ValueError("an API key is required (or insecure_no_auth=True)")
     metrics = ApiMetrics()
     counts = TotalCache(exact_below=count_exact_below, ttl=count_ttl)
+    stats_cache = StatsCache()
+    console = build_console(api_key, insecure_no_auth=insecure_no_auth)  # pages at / (issue 12)
     if with_scoring and scoring is None:
         scoring = ScoringService.from_env()
 
@@ -99,6 +107,7 @@ def create_app(
                 await scoring.stop()
             await hub.stop()
             await counts.close()
+            await stats_cache.close()
             await pool.close()
 
     def provide_pool(state: State) -> Pool:
@@ -118,6 +127,10 @@ def create_app(
             AgentController,
             SessionController,
             BudgetController,
+            KeyController,
+            PolicyController,
+            AuditController,
+            StatsController,
         ],
         guards=guards,
         security=[] if insecure_no_auth else [{"BearerToken": []}],
@@ -129,14 +142,19 @@ def create_app(
             ready,
             metrics_endpoint,
             *([scoring_router(scoring)] if scoring else []),
+            *console.route_handlers,
         ],
+        template_config=console.template_config,
         lifespan=[lifespan],
         dependencies={
             "pool": Provide(provide_pool, sync_to_thread=False),
             "hub": Provide(provide_hub, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
             "counts": Provide(lambda: counts, sync_to_thread=False),
+            "stats_cache": Provide(lambda: stats_cache, sync_to_thread=False),
             "keepalive_interval": Provide(lambda: keepalive_interval, sync_to_thread=False),
+            # DELETE /api/v1/keys/{id} empties this process's scoring-key cache at once.
+            "key_cache": Provide(lambda: scoring.keys if scoring else None, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
         middleware=[metrics.middleware],

@@ -1,9 +1,9 @@
 """``/api/v1/budgets``: token and USD limits per agent or for all agents, daily or monthly.
 
-A change is one statement on ``budgets`` plus its ``audit_log`` row, in one transaction; the
-``budgets_notify`` trigger (sql/007) announces it on ``govrix_budgets`` and every proxy reloads
-its limits at once (within a second, measured in tests/test_api_budgets.py). SQL on the table
-stays possible: the trigger fires for it too.
+A change is one statement on ``budgets`` plus its ``audit_log`` row (``api.audit.record``), in
+one transaction; the ``budgets_notify`` trigger (sql/007) announces it on ``govrix_budgets`` and
+every proxy reloads its limits at once (within a second, measured in
+tests/test_api_budgets.py). SQL on the table stays possible: the trigger fires for it too.
 
 What an answer says about usage, in the budget's unit (tokens, or dollars):
 
@@ -26,8 +26,8 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg import AsyncConnection, errors, sql
-from psycopg.types.json import Jsonb
 
+from api import audit
 from api.errors import ApiError, error_responses, not_found
 from api.events import Limit, Offset, PoolDep
 from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, fetch_page, page_headers
@@ -35,8 +35,6 @@ from api.pagination import LIMIT_DEFAULT, PAGE_HEADERS, fetch_page, page_headers
 Scope = Literal["global", "agent"]
 Period = Literal["daily", "monthly"]
 Metric = Literal["tokens", "usd"]
-#: Who made a change, in the audit log: the API has one identity, its bearer key.
-ACTOR = "api"
 #: Largest limit accepted (``numeric(20, 6)`` holds 14 integer digits).
 LIMIT_MAX = 10**13
 #: A reservation row older than this belongs to an instance that stopped syncing.
@@ -203,15 +201,12 @@ async def _with_usage(conn: AsyncConnection[Any], rows: list[_Row]) -> list[Budg
 async def _audit(
     conn: AsyncConnection[Any], action: str, budget_id: int, before: _Row | None, after: _Row | None
 ) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (who, action, target, before, after) VALUES (%s, %s, %s, %s, %s)",
-        (
-            ACTOR,
-            action,
-            f"budget:{budget_id}",
-            Jsonb(_as_json(before)) if before is not None else None,
-            Jsonb(_as_json(after)) if after is not None else None,
-        ),
+    await audit.record(
+        conn,
+        action,
+        f"budget:{budget_id}",
+        _as_json(before) if before is not None else None,
+        _as_json(after) if after is not None else None,
     )
 
 

@@ -370,17 +370,36 @@ class StreamController(Controller):
         Reconnect with ``Last-Event-ID`` to receive exactly what was missed, in order. A
         ``: keepalive`` comment is sent every 15 s without events.
         """
-        resume = last_event_id_header or last_event_id
-        # Checked here: once the stream has started, an error can no longer become a 400.
-        for name, value in (
-            ("agent_id", agent_id),
-            ("session_id", session_id),
-            ("last_event_id", resume),
-        ):
-            if value is not None and "\x00" in value:
-                raise bad_request(name, "NUL bytes are not allowed")
-        return Stream(
-            event_source(hub, pool, (agent_id, session_id), resume, keepalive_interval),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return sse_response(
+            hub,
+            pool,
+            agent_id,
+            session_id,
+            last_event_id_header or last_event_id,
+            keepalive_interval,
         )
+
+
+def sse_response(
+    hub: StreamHub,
+    pool: Pool,
+    agent_id: str | None,
+    session_id: str | None,
+    resume: str | None,
+    keepalive: float,
+) -> Stream:
+    """The SSE response of one subscriber: this route's, and the console's Live page's
+    (api/console/live.py), so both filter and resume exactly alike."""
+    # Checked here: once the stream has started, an error can no longer become a 400.
+    for name, value in (
+        ("agent_id", agent_id),
+        ("session_id", session_id),
+        ("last_event_id", resume),
+    ):
+        if value is not None and "\x00" in value:
+            raise bad_request(name, "NUL bytes are not allowed")
+    return Stream(
+        event_source(hub, pool, (agent_id, session_id), resume, keepalive),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

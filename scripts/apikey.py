@@ -6,60 +6,23 @@
 
 The database is `--database-url`, else `GOVRIX_DATABASE_URL`, else the embedded cluster (started
 and migrated on demand, as the stack does: `scripts/database.py`). Only the key's sha256 is
-stored, so a lost key cannot be shown again: revoke it and create another.
+stored, so a lost key cannot be shown again: revoke it and create another. The functions are
+those of the `/api/v1/keys` routes (`api/keys.py`); each change is written to `audit_log` with
+`who = 'cli'`.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import secrets
 import sys
-from typing import Any
 
 import psycopg
 
-from api.actions.auth import PREFIX_LEN, TIER_TAGS, generate_key, hash_key
+from api.keys import TIER_TAGS, InvalidKeyRequest, create_key, list_keys, revoke_key
 from scripts import database
 
-# Customer ids appear in URL paths (/scores/{customer_id}); "event" would shadow /scores/event/.
-_CUSTOMER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-
-
-def create_key(conn: psycopg.Connection[Any], customer_id: str, tier: str) -> tuple[str, str]:
-    """Store a new key; returns (key id, key). The key is not retrievable afterwards."""
-    if not _CUSTOMER.match(customer_id) or customer_id == "event":
-        raise ValueError("customer id: 1-128 of A-Z a-z 0-9 _ . - and not 'event'")
-    if tier not in TIER_TAGS:
-        raise ValueError(f"tier must be one of {', '.join(TIER_TAGS)}")
-    key = generate_key(tier)
-    key_id = "key_" + secrets.token_hex(8)
-    with conn.transaction():
-        conn.execute(
-            "INSERT INTO api_keys (id, key_hash, prefix, customer_id, tier)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (key_id, hash_key(key), key[:PREFIX_LEN], customer_id, tier),
-        )
-    return key_id, key
-
-
-def revoke_key(conn: psycopg.Connection[Any], key_id: str) -> bool:
-    """Revoke a key by id; False when no live key has this id."""
-    with conn.transaction():
-        cur = conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
-            (key_id,),
-        )
-    return cur.rowcount == 1
-
-
-def list_keys(conn: psycopg.Connection[Any], customer_id: str | None) -> list[tuple[Any, ...]]:
-    """(id, prefix, customer_id, tier, created_at, revoked_at) per key, oldest first."""
-    return conn.execute(
-        "SELECT id, prefix, customer_id, tier, created_at, revoked_at FROM api_keys"
-        " WHERE %(c)s::text IS NULL OR customer_id = %(c)s ORDER BY created_at, id",
-        {"c": customer_id},
-    ).fetchall()
+# The command's own names for the functions tests and benchmarks import from here.
+__all__ = ["create_key", "list_keys", "main", "revoke_key"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create":
             try:
                 key_id, key = create_key(conn, args.customer, args.tier)
-            except ValueError as e:
+            except InvalidKeyRequest as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
             print(key)

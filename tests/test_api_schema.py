@@ -54,6 +54,8 @@ OPERATIONS = [
     "listEvents", "getEvent", "listSessionEvents", "listAgents", "getAgent", "updateAgent",
     "retireAgent", "listAgentEvents", "listSessions", "getSession", "verifySession", "health",
     "ready", "listBudgets", "createBudget", "getBudget", "updateBudget", "deleteBudget",
+    "statsOverview", "statsAgents", "listKeys", "createKey", "revokeKey", "getPolicies",
+    "getPolicyVersion", "validatePolicy", "putPolicy", "listAudit",
 ]  # fmt: skip
 
 

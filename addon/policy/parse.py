@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
+import yaml
 
 from addon.conditions import Condition, ConditionError, ConditionSpec, check
 from addon.policy.evaluate import PolicySet
 from addon.policy.model import ACTIONS, FIELDS, PolicyError, Rule
 from addon.yaml_lines import KeyPath, Located, dotted, load, msgspec_error
 
-__all__ = ["load_policy_file", "parse_policy"]
+__all__ = ["load_policy_file", "load_policy_text", "parse_policy"]
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -130,6 +131,29 @@ def check_located(doc: Located, path: KeyPath, where: str, cs: ConditionSpec) ->
         return check(cs.field, cs.op, cs.value, FIELDS, doc.line_of(path) or 0)
     except ConditionError as e:
         raise doc.error((*path, e.key), f"{where}: {e.message}") from None
+
+
+def load_policy_text(text: str, source: str) -> PolicySet:
+    """Compile policy text that did not come from a file (the API, a stored version).
+
+    Unlike :func:`parse_policy`, the text may be anything a client sent, so every failure is a
+    :class:`PolicyError`. A YAML library value error (``2001-13-45`` as a timestamp), nesting deep
+    enough to exhaust the recursive composer, or a control character the YAML reader refuses
+    before parsing starts would otherwise escape as a bare exception, and callers
+    (``PUT /api/v1/policies``, the proxy's version loader) must be able to refuse the text and
+    keep their current rules instead of failing.
+    """
+    try:
+        return parse_policy(text, source)
+    except PolicyError:
+        raise
+    except yaml.reader.ReaderError as e:  # raised by the loader's constructor, before parsing
+        line = text.count("\n", 0, e.position) + 1
+        raise PolicyError(source, line, f"invalid YAML: {e.reason} (#x{e.character:04x})") from None
+    except yaml.YAMLError as e:
+        raise PolicyError(source, None, f"invalid YAML: {e}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise PolicyError(source, None, f"invalid YAML: {type(e).__name__}: {e}") from None
 
 
 def load_policy_file(path: str | os.PathLike[str]) -> PolicySet:

@@ -37,6 +37,7 @@ from addon.acks import Acks
 from addon.event import Event
 from addon.mcp import InlineScorer, tool_result_texts
 from addon.policy import PolicyStore
+from addon.policy.sync import PolicySync
 from addon.providers import RequestInfo, ResponseInfo, fill_prompt_estimate
 from addon.recorder.calls import MAX_OPEN_CALLS, OpenCall, decode_body, feed, open_stream
 from addon.recorder.requests import request_event
@@ -96,6 +97,7 @@ class Recorder:
         #: In-process (inline), the proxy's own store: one set of rules, reloaded once.
         self.policies = policies if policies is not None else PolicyStore()
         self._own_policies = policies is None
+        self._policy_sync: PolicySync | None = None
         self.chain = lineage.Chain()
         self.writer: BatchWriter | None = None
         self.handled = 0
@@ -112,6 +114,10 @@ class Recorder:
             except Exception as e:  # the proxy checked the file at start; keep recording
                 log.error("policy file rejected by the recorder: %s", e)
             self.policies = store
+        if self._own_policies and self.database_url:
+            # Its own process: follow the stored versions as the proxy does, but never publish
+            # the file (the proxy does, once).
+            self._policy_sync = PolicySync(self.policies, self.database_url, publish=False).start()
         if self.scorer is None:
             salt = os.environ.get(FLOW_SALT_ENV)
             self.scorer = InlineScorer(
@@ -138,6 +144,9 @@ class Recorder:
         self.abort_open()
         if self.writer is not None:
             self.writer.stop()
+        if self._policy_sync is not None:
+            self._policy_sync.stop()
+            self._policy_sync = None
 
     def abort_open(self, error: str = ABORTED) -> None:
         """End every call whose ``End`` never came (the proxy stopped, or was killed, first), so

@@ -1,0 +1,476 @@
+"""``/api/v1/stats``: read-only aggregates for dashboards (the console's Overview and Agents).
+
+Why a route and not SQL in the console: the console reads only public routes, so whatever it
+shows, an operator's own tooling can read the same way (bearer key, same errors).
+
+Speed. A 30-day aggregate over a million events is a scan of every row in the window (about
+1.4 s on the 2-core dev box), far over the 200 ms a page may take. So each answer is computed
+once per window and kept: requests within ``ttl`` of the computation get the stored answer,
+later ones get it too while one background task recomputes it (stale-while-revalidate, as
+``api/count_cache.py`` does for totals). Only the first request for a window after the process
+starts waits for the scan, and one that finds an answer older than ``MAX_STALE_TTLS`` ttls (after
+a long idle). Every answer carries ``as_of``, the time it was computed. A filter on
+one agent (``agent_id=``) is not cached: it reads that agent's rows through
+``events_agent_ts_idx``.
+
+What is counted, per window (``"timestamp"`` in ``[from, to)``):
+
+- ``calls``: request events (a refused call has only its request event); ``tokens`` and
+  ``cost_usd``: sums over response events.
+- ``refusals``: request events the proxy answered itself, by the code it recorded in ``error``
+  (addon/refusals.py): ``blocked`` (``agent_blocked``, ``agent_retired``), ``budget``
+  (``budget_exceeded``, ``budget_unpriced``), ``policy`` (``policy_blocked``, which includes rules
+  on an MCP tool call's risk level), ``other`` (every other refusal or abort).
+- ``pii_events`` (events with a finding), ``pii_findings`` (findings: type and JSON path, summed
+  over events), ``pii_types`` (events per PII type).
+- ``risk``: scored actions (``scores``, both the proxy's inline MCP scores and ``POST /events``)
+  per time bucket and risk level, by ``scored_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+from psycopg import sql
+
+from api.errors import error_responses
+from api.events import IdFilter, Pool, PoolDep
+
+log = logging.getLogger("govrix.api.stats")
+
+Window = Literal["1h", "24h", "30d", "today"]
+RiskLevel = Literal["none", "low", "medium", "high", "critical"]
+RISK_LEVELS: tuple[RiskLevel, ...] = ("none", "low", "medium", "high", "critical")
+
+#: Window length, risk-chart bucket, and how long a computed answer counts as fresh.
+_WINDOWS: dict[str, tuple[timedelta, timedelta, float]] = {
+    "1h": (timedelta(hours=1), timedelta(minutes=5), 2.0),
+    "24h": (timedelta(days=1), timedelta(hours=1), 10.0),
+    "30d": (timedelta(days=30), timedelta(days=1), 30.0),
+    "today": (timedelta(days=1), timedelta(hours=1), 10.0),
+}
+TOP_N = 10
+#: An answer older than this many ttls is recomputed while the request waits.
+MAX_STALE_TTLS = 10
+
+#: Refusal codes the proxy records in ``events.error`` (addon/refusals.py), by console kind.
+REFUSAL_KINDS: dict[str, tuple[str, ...]] = {
+    "blocked": ("agent_blocked", "agent_retired"),
+    "budget": ("budget_exceeded", "budget_unpriced"),
+    "policy": ("policy_blocked",),
+}
+_KNOWN_REFUSALS = tuple(code for codes in REFUSAL_KINDS.values() for code in codes)
+
+WindowParam = Annotated[
+    Window,
+    QueryParameter(
+        description="`1h`, `24h` and `30d` end now; `today` starts at 00:00 UTC (as daily budgets)."
+    ),
+]
+
+
+class Refusals(msgspec.Struct, kw_only=True):
+    """Calls the proxy refused, by kind (module docstring)."""
+
+    blocked: int
+    budget: int
+    policy: int
+    other: int
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Calls, tokens and cost of one agent, model or provider."""
+
+    key: str | None
+    calls: int
+    tokens: int
+    cost_usd: float
+
+
+class TypeCount(msgspec.Struct, kw_only=True):
+    type: str
+    events: int
+
+
+class RiskBucket(msgspec.Struct, kw_only=True):
+    """Scored actions in ``[start, start + bucket_seconds)`` per risk level."""
+
+    start: datetime
+    none: int = 0
+    low: int = 0
+    medium: int = 0
+    high: int = 0
+    critical: int = 0
+
+
+class Overview(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    """``GET /api/v1/stats/overview``: the window's totals, refusals, PII, risk and top lists."""
+
+    window: str
+    from_: datetime
+    to: datetime
+    as_of: datetime
+    calls: int
+    tokens: int
+    cost_usd: float
+    refusals: Refusals
+    pii_events: int
+    pii_findings: int
+    pii_types: list[TypeCount]
+    risk_bucket_seconds: int
+    risk: list[RiskBucket]
+    top_agents: list[Usage]
+    models: list[Usage]
+    providers: list[Usage]
+
+
+class AgentStats(msgspec.Struct, kw_only=True):
+    """One agent's activity in the window; ``top_risk`` is the highest level scored for it."""
+
+    agent_id: str
+    calls: int
+    tokens: int
+    cost_usd: float
+    refusals: int
+    last_event_at: datetime | None
+    top_risk: RiskLevel | None
+
+
+class AgentStatsList(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    """``GET /api/v1/stats/agents``: agents with events or scores in the window, busiest first."""
+
+    window: str
+    from_: datetime
+    to: datetime
+    as_of: datetime
+    agents: list[AgentStats]
+
+
+def window_bounds(window: str, now: datetime) -> tuple[datetime, datetime, timedelta]:
+    """``[from, to)`` of ``window`` ending at ``now``, and its risk-chart bucket length."""
+    length, bucket, _ttl = _WINDOWS[window]
+    if window == "today":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start, now, bucket
+    return now - length, now, bucket
+
+
+def bucket_origin(start: datetime, bucket: timedelta) -> datetime:
+    """Buckets aligned to whole bucket lengths since the epoch (5 min, 1 h, 1 day in UTC)."""
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    steps = (start - epoch) // bucket
+    return epoch + steps * bucket
+
+
+# -- SQL -----------------------------------------------------------------------------------------
+
+_REFUSAL_COLUMNS = sql.SQL(", ").join(
+    sql.SQL("count(*) FILTER (WHERE direction = 'request' AND error = ANY({}))").format(
+        sql.Literal(list(codes))
+    )
+    for codes in REFUSAL_KINDS.values()
+)
+_AGENT_FILTER = sql.SQL("AND agent_id = %(agent_id)s")
+
+# One pass over the window: the grand total and the per agent / model / provider groups.
+_USAGE_Q = sql.SQL(
+    """
+SELECT GROUPING(agent_id, model, provider), agent_id, model, provider,
+       count(*) FILTER (WHERE direction = 'request'),
+       coalesce(sum(total_tokens) FILTER (WHERE direction = 'response'), 0),
+       coalesce(sum(cost_usd) FILTER (WHERE direction = 'response'), 0),
+       {refusals},
+       count(*) FILTER (WHERE direction = 'request' AND error IS NOT NULL
+                        AND NOT error = ANY({known})),
+       count(*) FILTER (WHERE pii_detected),
+       coalesce(sum(jsonb_array_length(pii_findings)) FILTER (WHERE pii_detected), 0)
+FROM events
+WHERE "timestamp" >= %(from)s AND "timestamp" < %(to)s {agent}
+GROUP BY GROUPING SETS ((), (agent_id), (model), (provider))
+"""
+)
+_PII_TYPES_Q = sql.SQL(
+    """
+SELECT t, count(*) FROM events, unnest(pii_types) AS t
+WHERE pii_detected AND "timestamp" >= %(from)s AND "timestamp" < %(to)s {agent}
+GROUP BY t ORDER BY count(*) DESC, t
+"""
+)
+_RISK_Q = sql.SQL(
+    """
+SELECT date_bin(%(bucket)s, s.scored_at, %(origin)s), s.risk_level, count(*)
+FROM scores s {join}
+WHERE s.scored_at >= %(from)s AND s.scored_at < %(to)s {agent}
+GROUP BY 1, 2 ORDER BY 1
+"""
+)
+_AGENTS_Q = sql.SQL(
+    """
+SELECT agent_id,
+       count(*) FILTER (WHERE direction = 'request'),
+       coalesce(sum(total_tokens) FILTER (WHERE direction = 'response'), 0),
+       coalesce(sum(cost_usd) FILTER (WHERE direction = 'response'), 0),
+       count(*) FILTER (WHERE direction = 'request' AND error IS NOT NULL),
+       max("timestamp")
+FROM events
+WHERE "timestamp" >= %(from)s AND "timestamp" < %(to)s {agent}
+GROUP BY agent_id
+"""
+)
+# Highest level per agent: the level's rank, so that max() orders none < ... < critical.
+_AGENT_RISK_Q = sql.SQL(
+    """
+SELECT a.agent_id, max(array_position(%(levels)s::text[], s.risk_level))
+FROM scores s JOIN actions a USING (customer_id, event_id)
+WHERE s.scored_at >= %(from)s AND s.scored_at < %(to)s AND a.agent_id IS NOT NULL {agent}
+GROUP BY a.agent_id
+"""
+)
+
+
+def _usage(row: tuple[Any, ...], key: str | None) -> Usage:
+    return Usage(key=key, calls=int(row[4]), tokens=int(row[5]), cost_usd=float(row[6]))
+
+
+def _top(items: list[Usage]) -> list[Usage]:
+    items.sort(key=lambda u: (-u.cost_usd, -u.calls, u.key or ""))
+    return items[:TOP_N]
+
+
+async def compute_overview(pool: Pool, window: str, agent_id: str | None = None) -> Overview:
+    """Aggregate ``window`` now (uncached), optionally for one agent."""
+    now = datetime.now(UTC)
+    start, end, bucket = window_bounds(window, now)
+    agent = _AGENT_FILTER if agent_id is not None else sql.SQL("")
+    risk_agent = sql.SQL("AND a.agent_id = %(agent_id)s") if agent_id else sql.SQL("")
+    join = sql.SQL("JOIN actions a USING (customer_id, event_id)") if agent_id else sql.SQL("")
+    params: dict[str, Any] = {
+        "from": start,
+        "to": end,
+        "agent_id": agent_id,
+        "bucket": bucket,
+        "origin": bucket_origin(start, bucket),
+    }
+    usage_q = _USAGE_Q.format(
+        refusals=_REFUSAL_COLUMNS, known=sql.Literal(list(_KNOWN_REFUSALS)), agent=agent
+    )
+    async with pool.connection() as conn, conn.pipeline():
+        usage_cur = await conn.execute(usage_q, params)
+        pii_cur = await conn.execute(_PII_TYPES_Q.format(agent=agent), params)
+        risk_cur = await conn.execute(_RISK_Q.format(join=join, agent=risk_agent), params)
+        usage_rows = await usage_cur.fetchall()
+        pii_rows = await pii_cur.fetchall()
+        risk_rows = await risk_cur.fetchall()
+    total: tuple[Any, ...] | None = None
+    agents: list[Usage] = []
+    models: list[Usage] = []
+    providers: list[Usage] = []
+    for row in usage_rows:
+        grouping = row[0]  # bit 2: agent_id not grouped, bit 1: model, bit 0: provider
+        if grouping == 7:
+            total = row
+        elif grouping == 3:
+            agents.append(_usage(row, row[1]))
+        elif grouping == 5:
+            models.append(_usage(row, row[2]))
+        elif grouping == 6:
+            providers.append(_usage(row, row[3]))
+    empty: tuple[Any, ...] = (7, None, None, None, 0, 0, 0.0, 0, 0, 0, 0, 0, 0)
+    t = total or empty
+    return Overview(
+        window=window,
+        from_=start,
+        to=end,
+        as_of=now,
+        calls=int(t[4]),
+        tokens=int(t[5]),
+        cost_usd=float(t[6]),
+        refusals=Refusals(blocked=int(t[7]), budget=int(t[8]), policy=int(t[9]), other=int(t[10])),
+        pii_events=int(t[11]),
+        pii_findings=int(t[12]),
+        pii_types=[TypeCount(type=r[0], events=int(r[1])) for r in pii_rows],
+        risk_bucket_seconds=int(bucket.total_seconds()),
+        risk=risk_buckets(risk_rows, bucket_origin(start, bucket), end, bucket),
+        top_agents=_top(agents),
+        models=_top(models),
+        providers=_top(providers),
+    )
+
+
+def risk_buckets(
+    rows: list[tuple[Any, ...]], origin: datetime, end: datetime, bucket: timedelta
+) -> list[RiskBucket]:
+    """Every bucket from ``origin`` to ``end``, empty ones included (a chart needs the gaps)."""
+    by_start: dict[datetime, RiskBucket] = {}
+    at = origin
+    while at < end:
+        by_start[at] = RiskBucket(start=at)
+        at += bucket
+    for start, level, n in rows:
+        b = by_start.get(start)
+        if b is not None and level in RISK_LEVELS:
+            setattr(b, level, getattr(b, level) + int(n))
+    return list(by_start.values())
+
+
+async def compute_agents(pool: Pool, window: str, agent_id: str | None = None) -> AgentStatsList:
+    """Per-agent activity in ``window`` now (uncached), busiest (by cost, then calls) first."""
+    now = datetime.now(UTC)
+    start, end, _bucket = window_bounds(window, now)
+    params: dict[str, Any] = {
+        "from": start,
+        "to": end,
+        "agent_id": agent_id,
+        "levels": list(RISK_LEVELS),
+    }
+    agent = _AGENT_FILTER if agent_id is not None else sql.SQL("")
+    risk_agent = sql.SQL("AND a.agent_id = %(agent_id)s") if agent_id else sql.SQL("")
+    async with pool.connection() as conn, conn.pipeline():
+        cur = await conn.execute(_AGENTS_Q.format(agent=agent), params)
+        risk_cur = await conn.execute(_AGENT_RISK_Q.format(agent=risk_agent), params)
+        rows = await cur.fetchall()
+        risk_rows = await risk_cur.fetchall()
+    risk = {r[0]: RISK_LEVELS[int(r[1]) - 1] for r in risk_rows if r[1]}
+    out = [
+        AgentStats(
+            agent_id=r[0],
+            calls=int(r[1]),
+            tokens=int(r[2]),
+            cost_usd=float(r[3]),
+            refusals=int(r[4]),
+            last_event_at=r[5],
+            top_risk=risk.pop(r[0], None),
+        )
+        for r in rows
+    ]
+    # Agents scored (POST /events) without proxied calls in the window still show their risk.
+    out += [
+        AgentStats(
+            agent_id=a,
+            calls=0,
+            tokens=0,
+            cost_usd=0.0,
+            refusals=0,
+            last_event_at=None,
+            top_risk=level,
+        )
+        for a, level in risk.items()
+    ]
+    out.sort(key=lambda s: (-s.cost_usd, -s.calls, s.agent_id))
+    return AgentStatsList(window=window, from_=start, to=end, as_of=now, agents=out)
+
+
+# -- the cache -----------------------------------------------------------------------------------
+
+
+class StatsCache:
+    """Answers per key, served while fresh and while one background task recomputes them.
+
+    Concurrent first requests for a key share one computation. Values live in the process (one
+    per window and route: a handful), so memory is bounded by the number of windows.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, tuple[Any, float]] = {}
+        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def get(self, key: Hashable, ttl: float, compute: Callable[[], Awaitable[Any]]) -> Any:
+        hit = self._values.get(key)
+        if hit is not None:
+            value, at = hit
+            age = time.monotonic() - at
+            if age > ttl * MAX_STALE_TTLS:
+                return await self._compute(key, compute)  # after a long idle: never that old
+            if age > ttl and key not in self._inflight:
+                task = asyncio.create_task(self._refresh(key, compute))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return value
+        return await self._compute(key, compute)
+
+    async def _compute(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            value = await compute()
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(value)
+        self._values[key] = (value, time.monotonic())
+        return value
+
+    async def _refresh(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await self._compute(key, compute)
+        except Exception as e:  # a failed refresh keeps the old answer; the next request retries
+            log.warning("background stats refresh failed: %s", e)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+StatsCacheDep = NamedDependency[StatsCache]
+
+
+class StatsController(Controller):
+    """Aggregates over a bounded window, for dashboards (module docstring)."""
+
+    path = "/stats"
+    tags = ["stats"]
+
+    @get("/overview", operation_id="statsOverview", responses=error_responses(400, 401))
+    async def overview(
+        self,
+        pool: PoolDep,
+        stats_cache: StatsCacheDep,
+        window: WindowParam = "24h",
+        agent_id: IdFilter = None,
+    ) -> Overview:
+        """Calls, tokens, cost, refusals by kind, PII, risk levels over time, top agents,
+        models and providers in the window. Cached per window (``as_of``; module docstring)."""
+        if agent_id is not None:
+            return await compute_overview(pool, window, agent_id)
+        ttl = _WINDOWS[window][2]
+        result: Overview = await stats_cache.get(
+            ("overview", window), ttl, lambda: compute_overview(pool, window)
+        )
+        return result
+
+    @get("/agents", operation_id="statsAgents", responses=error_responses(400, 401))
+    async def agents(
+        self,
+        pool: PoolDep,
+        stats_cache: StatsCacheDep,
+        window: WindowParam = "today",
+        agent_id: IdFilter = None,
+    ) -> AgentStatsList:
+        """Per agent: calls, tokens, cost, refusals, last event and highest risk level in the
+        window, busiest first. Cached per window unless ``agent_id`` is given."""
+        if agent_id is not None:
+            return await compute_agents(pool, window, agent_id)
+        ttl = _WINDOWS[window][2]
+        result: AgentStatsList = await stats_cache.get(
+            ("agents", window), ttl, lambda: compute_agents(pool, window)
+        )
+        return result
