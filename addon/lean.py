@@ -35,6 +35,10 @@ registered (their options parse) but never join the chain: mitmdump offers no pr
 
 An addon joins the chain when the options change (at start, after the command line is applied,
 before the servers start: ``running`` comes later) and stays; it never leaves mid-flight.
+
+``-s addon/main.py`` given to this master is refused (exit status 2, or the option change rolled
+back later): it would load a second Govrix addon that gates, records and chains every call twice.
+Other scripts load as with mitmdump.
 """
 
 # mitmproxy's addon classes and managers are untyped; this module only wires them together.
@@ -48,7 +52,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import hooks, master, options
+from mitmproxy import exceptions, hooks, master, options
 from mitmproxy.addons import (
     anticache,
     anticomp,
@@ -199,6 +203,14 @@ class LeanMaster(master.Master):
         the defaults alone would wake e.g. the dumper that ``-q`` then silences.
         """
         self._started = True
+        if twice := _govrix_scripts(self.options.scripts):
+            # Two Govrix addons would gate, record and chain every call twice.
+            print(
+                f"govrix: the lean proxy runs the Govrix addon already; drop -s {twice[0]} "
+                "(mitmdump -s addon/main.py is the other, compatible way to run it)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         self._wake(set(self.options.keys()))
         await super().run()
 
@@ -208,8 +220,13 @@ class LeanMaster(master.Master):
         return sorted(type(a).__name__ for a, _w, _n in self._dormant.values())
 
     def _options_changed(self, updated: set[str]) -> None:
-        if self._started:
-            self._wake(updated)
+        if not self._started:
+            return
+        if "scripts" in updated and (twice := _govrix_scripts(self.options.scripts)):
+            raise exceptions.OptionsError(
+                f"{twice[0]} is the Govrix addon, which the lean proxy runs already"
+            )
+        self._wake(updated)
 
     def _wake(self, updated: set[str]) -> None:
         """Put every dormant addon its options now ask for into the chain, at its place."""
@@ -231,6 +248,21 @@ class LeanMaster(master.Master):
                 if a is earlier:
                     return i + 1
         return 0
+
+
+_MAIN = Path(__file__).resolve().parent / "main.py"
+
+
+def _govrix_scripts(scripts: Sequence[str]) -> list[str]:
+    """The scripts in ``scripts`` that are our own entry point (addon/main.py), as given."""
+    out = []
+    for path in scripts:
+        try:
+            if Path(path).expanduser().resolve() == _MAIN:
+                out.append(path)
+        except (OSError, RuntimeError):
+            continue
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from mitmproxy import options
+from mitmproxy import exceptions, options
 
 from addon.lean import LeanMaster
 
@@ -92,3 +92,25 @@ def test_the_command_line_knows_every_mitmdump_option() -> None:
     govrix_own = {n for n in lean - dump if n.startswith("govrix")}
     assert dump - lean == set()
     assert lean - dump == govrix_own
+
+
+def test_the_govrix_script_given_again_is_refused() -> None:
+    """``-s addon/main.py`` on the lean master would run two Govrix addons: it says so and exits."""
+    out = subprocess.run(
+        [sys.executable, "-m", "addon.lean", "-q", "--listen-port", "0", "-s", "addon/main.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "runs the Govrix addon already" in out.stderr
+    assert "drop -s addon/main.py" in out.stderr
+
+
+def test_a_later_scripts_change_to_the_govrix_script_is_rolled_back() -> None:
+    m = _started(flow_detail=0)
+    with pytest.raises(exceptions.OptionsError, match="lean proxy runs already"):
+        m.options.update(scripts=[str(ROOT / "addon" / "main.py")])
+    assert m.options.scripts == []
+    assert "ScriptLoader" not in _names(m)
