@@ -150,10 +150,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: Domains (and their subdomains) whose addresses and hosts are internal destinations for the
     #: risk scorer (GOVRIX_INTERNAL_DOMAINS, comma-separated); anything else is external.
     internal_domains: tuple[str, ...] = ()
+    #: Which of several proxy processes on one port this is (GOVRIX_PROXY_WORKER, 1-based; `up`
+    #: sets it when GOVRIX_PROXY_WORKERS > 1): its own spool and pid file, everything else shared.
+    worker: int = 1
 
     @property
     def spool_dir(self) -> Path:
-        return self.home / "spool"
+        return self.home / ("spool" if self.worker == 1 else f"spool-{self.worker}")
+
+    @property
+    def pid_file(self) -> Path:
+        """Written once the addon runs: a readiness signal for scripts (``up`` waits on it)."""
+        return self.home / ("proxy.pid" if self.worker == 1 else f"proxy-{self.worker}.pid")
 
 
 def parse_upstream(name: str, url: str) -> Upstream:
@@ -190,14 +198,29 @@ def _identity_secret(home: Path, configured: str | None) -> bytes:
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:
-        home.mkdir(parents=True, exist_ok=True)
-        secret = os.urandom(32).hex().encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret + b"\n")
-        return secret
+        pass
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e}") from e
+    # Several proxies may start at once (workers): write a private file whole, then link it into
+    # place; a second one finds the first's secret, never an empty or half-written file.
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        secret = os.urandom(32).hex().encode()
+        tmp = home / f".identity_secret.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            secret = path.read_bytes().strip()
+        finally:
+            tmp.unlink(missing_ok=True)
+        return secret
+    except OSError as e:
+        raise ConfigError(f"cannot create {path}: {e}") from e
 
 
 #: Where the embedded cluster of ``scripts/govrix`` writes its URL, under ``GOVRIX_HOME``.
@@ -271,6 +294,9 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
     unparseable = _choice("GOVRIX_UNPARSEABLE", env, fc.unparseable, ("refuse", "forward"))
     gate_errors = _choice("GOVRIX_GATE_ERRORS", env, fc.gate_errors, ("refuse", "forward"))
     unpriced = _choice("GOVRIX_BUDGET_UNPRICED", env, fc.budget_unpriced, ("refuse", "allow"))
+    worker = num("GOVRIX_PROXY_WORKER", 1)
+    if worker < 1 or worker != int(worker):
+        raise ConfigError(f"GOVRIX_PROXY_WORKER: expected a whole number >= 1, got {worker:g}")
     budget_wait = num("GOVRIX_BUDGET_WAIT", fc.budget_wait)
     if not 0 <= budget_wait <= 300:
         raise ConfigError(f"GOVRIX_BUDGET_WAIT: expected 0..300 seconds, got {budget_wait!r}")
@@ -321,5 +347,6 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         gate_errors=gate_errors,
         budget_wait=budget_wait,
         budget_unpriced=unpriced,
+        worker=int(worker),
         internal_domains=internal_domains,
     )

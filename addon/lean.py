@@ -36,6 +36,11 @@ registered (their options parse) but never join the chain: mitmdump offers no pr
 An addon joins the chain when the options change (at start, after the command line is applied,
 before the servers start: ``running`` comes later) and stays; it never leaves mid-flight.
 
+**Workers.** With ``GOVRIX_PROXY_REUSE_PORT=1`` (``up`` sets it when ``GOVRIX_PROXY_WORKERS`` is
+above 1) every TCP listener is opened with ``SO_REUSEPORT``, as nginx's ``reuseport`` and Envoy
+do: several processes bind the same port and the kernel spreads new connections over them. There
+is no broker of ours in the path; a connection stays with the process that accepted it.
+
 ``-s addon/main.py`` given to this master is refused (exit status 2, or the option change rolled
 back later): it would load a second Govrix addon that gates, records and chains every call twice.
 Other scripts load as with mitmdump.
@@ -46,9 +51,11 @@ Other scripts load as with mitmdump.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +258,34 @@ class LeanMaster(master.Master):
 
 
 _MAIN = Path(__file__).resolve().parent / "main.py"
+REUSE_PORT_ENV = "GOVRIX_PROXY_REUSE_PORT"
+
+
+def reuse_port_wanted(env: Mapping[str, str] = os.environ) -> bool:
+    return env.get(REUSE_PORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def listen_with_reuse_port() -> None:
+    """Make mitmproxy's TCP listeners bind with ``SO_REUSEPORT`` (module docstring, Workers).
+
+    mitmproxy opens them in ``AsyncioServerInstance.listen`` with ``asyncio.start_server`` and no
+    way to pass ``reuse_port``; this wraps that one method, for TCP-only modes on a fixed port
+    (what a worker listens on), and leaves every other case (UDP, port 0) to mitmproxy.
+    """
+    from mitmproxy.proxy import mode_servers
+
+    cls: Any = mode_servers.AsyncioServerInstance
+    if getattr(cls.listen, "govrix_reuse_port", False):
+        return
+    original = cls.listen
+
+    async def listen(self: Any, host: str, port: int) -> list[Any]:
+        if self.mode.transport_protocol == "tcp" and port:
+            return [await asyncio.start_server(self.handle_stream, host, port, reuse_port=True)]
+        return list(await original(self, host, port))
+
+    listen.govrix_reuse_port = True  # type: ignore[attr-defined]
+    cls.listen = listen
 
 
 def _govrix_scripts(scripts: Sequence[str]) -> list[str]:
@@ -279,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return {"save_stream_filter": v, "readfile_filter": v, "dumper_filter": v}
         return {}
 
+    if reuse_port_wanted():
+        listen_with_reuse_port()
     run(LeanMaster, cmdline.mitmdump, sys.argv[1:] if argv is None else argv, extra)
 
 

@@ -144,11 +144,12 @@ class Govrix:
             )
 
     def _write_pidfile(self) -> None:
-        """``$GOVRIX_HOME/proxy.pid`` once the addon runs: a readiness signal for scripts."""
+        """``$GOVRIX_HOME/proxy.pid`` (``proxy-N.pid`` for worker N) once the addon runs: a
+        readiness signal for scripts."""
         if self.settings is None or self.replay:
             return
         with contextlib.suppress(OSError):
-            path = self.settings.home / "proxy.pid"
+            path = self.settings.pid_file
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{os.getpid()}\n")
 
@@ -225,7 +226,7 @@ class Govrix:
     def done(self) -> None:
         if self.settings is not None and not self.replay:
             with contextlib.suppress(OSError):
-                (self.settings.home / "proxy.pid").unlink(missing_ok=True)
+                self.settings.pid_file.unlink(missing_ok=True)
         if self._policy_task is not None:
             self._policy_task.cancel()
         if self.recorder is not None:

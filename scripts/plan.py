@@ -1,7 +1,14 @@
 """What ``up`` will run and where: the listeners (ports, modes) and the command lines.
 
 Read from the environment (``GOVRIX_PROXY_PORT``, ``GOVRIX_API_PORT``, ``GOVRIX_PROXY_MODE``,
-``GOVRIX_REVERSE``, ``GOVRIX_PROXY_METRICS_PORT`` or ``metrics_port`` in ``GOVRIX_CONFIG``).
+``GOVRIX_REVERSE``, ``GOVRIX_PROXY_METRICS_PORT`` or ``metrics_port`` in ``GOVRIX_CONFIG``,
+``GOVRIX_PROXY_WORKERS``).
+
+**Workers.** ``GOVRIX_PROXY_WORKERS=N`` (default ``auto``: one per two cores, 1 to 8) starts N
+proxy processes, ``proxy``, ``proxy-2``, … on the same listeners (``SO_REUSEPORT``, see
+addon/lean.py), each with its recorder process, its spool (``spool-N``), its pid file
+(``proxy-N.pid``) and its metrics port (``GOVRIX_PROXY_METRICS_PORT`` + N - 1); the database,
+the CA, the identity secret and the policy are shared.
 """
 
 from __future__ import annotations
@@ -77,6 +84,54 @@ def metrics_port(env: Mapping[str, str] = os.environ) -> int:
     return DEFAULT_METRICS_PORT
 
 
+def default_workers(cores: int | None = None) -> int:
+    """One proxy worker per two cores (a worker is an event loop plus its recorder process, and
+    PostgreSQL and the API need the rest), at least 1, at most 8."""
+    n = os.cpu_count() if cores is None else cores
+    return max(1, min(8, (n or 1) // 2))
+
+
+def workers(env: Mapping[str, str] = os.environ) -> int:
+    """``GOVRIX_PROXY_WORKERS``: a whole number >= 1, or ``auto`` (the default)."""
+    raw = (env.get("GOVRIX_PROXY_WORKERS") or "auto").strip().lower()
+    if raw == "auto":
+        return default_workers()
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"GOVRIX_PROXY_WORKERS: expected a whole number >= 1 or auto, got {raw!r}")
+    return int(raw)
+
+
+def worker_name(i: int) -> str:
+    """``proxy`` for the first worker, ``proxy-2``… after: the name of its record and pid file."""
+    return "proxy" if i == 1 else f"proxy-{i}"
+
+
+def worker_metrics_port(i: int, env: Mapping[str, str] = os.environ) -> int:
+    """Worker ``i``'s metrics port (0: metrics disabled)."""
+    mp = metrics_port(env)
+    return mp + i - 1 if mp else 0
+
+
+def worker_env(i: int, n: int, env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What worker ``i`` of ``n`` gets on top of the stack's environment (nothing when n is 1)."""
+    if n == 1:
+        return {}
+    return {
+        "GOVRIX_PROXY_WORKER": str(i),
+        "GOVRIX_PROXY_REUSE_PORT": "1",
+        "GOVRIX_PROXY_METRICS_PORT": str(worker_metrics_port(i, env)),
+    }
+
+
+def metrics_urls(env: Mapping[str, str] = os.environ) -> list[str]:
+    """The scrape endpoint of every worker (the API's proxy health reads them)."""
+    return [
+        f"http://127.0.0.1:{mp}/metrics"
+        for i in range(1, workers(env) + 1)
+        if (mp := worker_metrics_port(i, env))
+    ]
+
+
 def planned_ports(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> list[Port]:
     """Every port ``up`` will listen on, with its role and the setting that moves it."""
     out: list[Port] = []
@@ -86,15 +141,19 @@ def planned_ports(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
             Port(f"reverse proxy to {base}", args.proxy_host, port, "GOVRIX_REVERSE")
             for base, port in _reverse(env)
         ]
-        if mp := metrics_port(env):
-            out.append(Port("proxy metrics", "127.0.0.1", mp, "GOVRIX_PROXY_METRICS_PORT"))
+        for i in range(1, workers(env) + 1):
+            if mp := worker_metrics_port(i, env):
+                out.append(Port("proxy metrics", "127.0.0.1", mp, "GOVRIX_PROXY_METRICS_PORT"))
     if not args.no_api:
         out.append(Port("api", args.api_host, API_PORT, "GOVRIX_API_PORT"))
     return out
 
 
-def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(name, command line) of each process ``up`` starts: the API, then the proxy."""
+def children(
+    args: argparse.Namespace, env: Mapping[str, str] = os.environ
+) -> list[tuple[str, list[str]]]:
+    """(name, command line) of each process ``up`` starts: the API, then the proxy workers
+    (``worker_env`` says what each worker's environment adds)."""
     env_py = sys.executable
     out: list[tuple[str, list[str]]] = []
     if not args.no_api:
@@ -102,22 +161,18 @@ def children(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if not args.no_proxy:
         # The lean master (addon/lean.py): mitmdump's command line and behaviour, with only the
         # built-in addons the options ask for; `mitmdump -s addon/main.py` is the same proxy.
-        out.append(
-            (
-                "proxy",
-                [
-                    env_py,
-                    "-m",
-                    "addon.lean",
-                    "-q",
-                    *proxy_modes(),
-                    "--listen-host",
-                    args.proxy_host,
-                    "--listen-port",
-                    str(PROXY_PORT),
-                    "--set",
-                    f"confdir={HOME / 'mitmproxy'}",
-                ],
-            )
-        )
+        cmd = [
+            env_py,
+            "-m",
+            "addon.lean",
+            "-q",
+            *proxy_modes(env),
+            "--listen-host",
+            args.proxy_host,
+            "--listen-port",
+            str(PROXY_PORT),
+            "--set",
+            f"confdir={HOME / 'mitmproxy'}",
+        ]
+        out += [(worker_name(i), cmd) for i in range(1, workers(env) + 1)]
     return out

@@ -47,7 +47,18 @@ from scripts.pidfiles import (
     stop_records,
     wait_until,
 )
-from scripts.plan import API_PORT, DEFAULT_HOST, PROXY_PORT, children, planned_ports
+from scripts.plan import (
+    API_PORT,
+    DEFAULT_HOST,
+    PROXY_PORT,
+    children,
+    metrics_urls,
+    planned_ports,
+    worker_env,
+    worker_metrics_port,
+    worker_name,
+    workers,
+)
 from scripts.ports import Port, accepts, busy_ports, describe_pid, http_ok
 
 #: How long ``up`` waits for the API and the proxy to answer (GOVRIX_UP_TIMEOUT, seconds).
@@ -72,7 +83,7 @@ def _ready(name: str, proc: subprocess.Popen[bytes], ports: list[Port]) -> bool:
     if name == "api":
         return http_ok(ports[0].host, ports[0].port, "/health")
     try:
-        pid = int((HOME / "proxy.pid").read_text().strip() or 0)
+        pid = int((HOME / f"{name}.pid").read_text().strip() or 0)  # proxy.pid, proxy-2.pid…
     except (OSError, ValueError):
         return False
     return pid == proc.pid and all(
@@ -151,17 +162,29 @@ def _run(
     )
     key = api_key()
     env = os.environ | {"GOVRIX_DATABASE_URL": url, "GOVRIX_API_KEY": key, "GOVRIX_HOME": str(HOME)}
-    by_name = {
-        "api": [p for p in ports if p.role == "api"],
-        "proxy": [p for p in ports if p.role != "api"],
-    }
+    if (urls := metrics_urls()) and not args.no_proxy:
+        # The Overview's proxy health: the scrape endpoint of each proxy worker started here.
+        env.setdefault("GOVRIX_PROXY_METRICS_URLS", ",".join(urls))
+    n = workers()
+    listeners = [p for p in ports if p.role not in ("api", "proxy metrics")]
+    by_name = {"api": [p for p in ports if p.role == "api"]}
+    child_env: dict[str, dict[str, str]] = {"api": {}}
+    for i in range(1, n + 1):
+        name = worker_name(i)
+        mp = worker_metrics_port(i)
+        by_name[name] = listeners + [p for p in ports if p.role == "proxy metrics" and p.port == mp]
+        child_env[name] = worker_env(i, n)
     for name, cmd in children(args):
         if stopping():
             return 130
         # Its own process group (and session): `down` can stop it, and everything it forks,
         # from any terminal; a Ctrl-C here reaches only us, and we stop it in order.
         p = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd,
+            env=env | child_env[name],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             rec = Record.of(name, p.pid, group=True, cmd=cmd, ports=[x.port for x in by_name[name]])
@@ -273,10 +296,10 @@ def down() -> int:
     lines += stop_records([r for r in recs.values() if r.path.exists()])
     for line in lines:
         print(line)
-    proxy_pid = HOME / "proxy.pid"
-    with contextlib.suppress(OSError, ValueError):
-        if proc_stat(int(proxy_pid.read_text().strip())) is None:
-            proxy_pid.unlink()  # written by a mitmdump that is gone
+    for proxy_pid in HOME.glob("proxy*.pid"):  # proxy.pid, and proxy-N.pid of workers
+        with contextlib.suppress(OSError, ValueError):
+            if proc_stat(int(proxy_pid.read_text().strip())) is None:
+                proxy_pid.unlink()  # written by a proxy that is gone
     if os.environ.get("GOVRIX_DATABASE_URL"):
         # `up` did not start the embedded cluster then (tests may be using it): not ours to stop.
         print("embedded PostgreSQL: left alone (GOVRIX_DATABASE_URL is set)")

@@ -31,11 +31,16 @@ class Proxy:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         listen_host: str = "127.0.0.1",
+        *,
+        lean: bool = False,
+        port: int | None = None,
     ) -> None:
         self.dsn = dsn
         self.listen_host = listen_host
         self.home = home
-        self.port = free_port()
+        #: ``python -m addon.lean`` (what ``up`` runs) instead of ``mitmdump -s addon/main.py``.
+        self.lean = lean
+        self.port = port if port is not None else free_port()
         self.confdir = home / "mitmproxy"
         self.upstream = upstream
         self.log = home / "mitmdump.log"
@@ -68,8 +73,13 @@ class Proxy:
             }
             | self.extra_env
         )
+        entry = (
+            [sys.executable, "-m", "addon.lean"]
+            if self.lean
+            else [str(MITMDUMP), "-s", str(ROOT / "addon" / "main.py")]
+        )
         cmd = [
-            str(MITMDUMP),
+            *entry,
             "--listen-host",
             self.listen_host,
             "--listen-port",
@@ -78,8 +88,6 @@ class Proxy:
             f"confdir={self.confdir}",
             "--set",
             "termlog_verbosity=warn",
-            "-s",
-            str(ROOT / "addon" / "main.py"),
             *self.args,
         ]
         self.home.mkdir(parents=True, exist_ok=True)
@@ -93,12 +101,17 @@ class Proxy:
                 raise RuntimeError(f"mitmdump exited: {self.log.read_text()}")
             try:
                 with socket.create_connection((self.listen_host, self.port), timeout=0.2):
-                    if self.ca.exists() and (self.home / "proxy.pid").exists():
+                    if self.ca.exists() and self.pid_file(env).exists():
                         return self
             except OSError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"mitmdump did not listen: {self.log.read_text()}")
+
+    def pid_file(self, env: dict[str, str]) -> Path:
+        """Where the addon says it runs (``proxy-N.pid`` for worker N, as addon/config.py)."""
+        worker = int(env.get("GOVRIX_PROXY_WORKER") or 1)
+        return self.home / ("proxy.pid" if worker == 1 else f"proxy-{worker}.pid")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

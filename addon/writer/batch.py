@@ -68,6 +68,8 @@ class BatchWriter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._idle = threading.Event()
+        #: True while a cycle runs: what it drained is neither waiting nor committed yet.
+        self._busy = False
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._next_retry = 0.0
@@ -94,6 +96,8 @@ class BatchWriter:
         if len(self._buf) >= self.capacity:
             self._spool([ev], reason="buffer full")
             return
+        if not self._buf:
+            self.stats.waiting_since = time.monotonic()
         self._buf.append(ev)
         if len(self._buf) >= self.batch_size:
             self._wake.set()
@@ -129,13 +133,15 @@ class BatchWriter:
         self._close_conn()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until the buffer and the spool are empty (for tests and shutdown paths)."""
+        """Wait until the buffer and the spool are empty and what a cycle took from them is
+        settled (for tests and shutdown paths)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._idle.clear()
             self._wake.set()
             if (
-                not self._buf
+                not self._busy
+                and not self._buf
                 and not self.spool.has_pending()
                 and not self._agents
                 and not self._scores
@@ -152,11 +158,14 @@ class BatchWriter:
             self._wake.clear()
             stopping = self._stop.is_set()
             t0 = time.thread_time()
+            self._busy = True
             try:
                 self._cycle()
             except Exception:  # the thread must survive anything; the error is counted
                 log.exception("writer cycle failed")
                 self.stats.last_error = "writer cycle failed (see log)"
+            finally:
+                self._busy = False
             self.stats.cpu_seconds += time.thread_time() - t0
             self._idle.set()
             if stopping:
@@ -362,6 +371,8 @@ class BatchWriter:
         self._durable([ev for ev in batch if ev.id not in lost] if lost else batch)
 
     def _durable(self, batch: list[Event]) -> None:
+        # Progress: what still waits has waited since now (``lag`` measures stalls).
+        self.stats.waiting_since = time.monotonic() if self._buf else None
         if self.on_durable is not None and batch:
             try:
                 self.on_durable([ev.id for ev in batch])

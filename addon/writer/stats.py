@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,17 @@ class WriterStats:
     last_error: str | None = None
     depth: Callable[[], int] = field(default=lambda: 0, repr=False)
     spool_bytes: Callable[[], int] = field(default=lambda: 0, repr=False)
+    #: ``time.monotonic()`` since which events have waited with no batch committed or spooled
+    #: (``None``: nothing waiting); set by the writer, read by :meth:`lag`.
+    waiting_since: float | None = None
+
+    def lag(self) -> float:
+        """Seconds the writer has held events without settling any (0 when none wait): a stuck
+        or slow database shows here before the buffer fills."""
+        since = self.waiting_since
+        if since is None or self.depth() == 0:
+            return 0.0
+        return max(0.0, time.monotonic() - since)
 
     def snapshot(self) -> dict[str, float | int | str | None]:
         return {
@@ -48,6 +60,7 @@ class WriterStats:
             "scores_dropped": self.scores_dropped,
             "buffer_depth": self.depth(),
             "spool_bytes": self.spool_bytes(),
+            "lag_seconds": round(self.lag(), 3),
             "cpu_seconds": self.cpu_seconds,
             "last_error": self.last_error,
         }
