@@ -8,7 +8,7 @@ SSE hub are born in the lifespan, on the loop that serves requests.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,6 +35,7 @@ from api.health import health, ready
 from api.keys import KeyController
 from api.metrics import ApiMetrics, metrics_endpoint
 from api.policies import PolicyController
+from api.proxies import ProxyScraper, ProxyStatsController, urls_from
 from api.sessions import SessionController
 from api.stats import StatsCache, StatsController
 from api.stream import StreamController, StreamHub
@@ -70,17 +71,20 @@ def create_app(
     count_ttl: float = 5.0,
     scoring: ScoringService | None = None,
     with_scoring: bool = True,
+    proxy_metrics_urls: Sequence[str] | None = None,
 ) -> Litestar:
     """Build the API. Without ``api_key``, ``insecure_no_auth=True`` must say so explicitly.
 
     The action risk scoring routes (``POST /events``, ``/scores/…``, ``X-API-Key``) are mounted
-    too, configured from ``GOVRIX_*`` unless a ``scoring`` service is given.
+    too, configured from ``GOVRIX_*`` unless a ``scoring`` service is given. The proxies whose
+    health the Overview shows: ``proxy_metrics_urls``, else the environment (api/proxies.py).
     """
     if not api_key and not insecure_no_auth:
         raise ValueError("an API key is required (or insecure_no_auth=True)")
     metrics = ApiMetrics()
     counts = TotalCache(exact_below=count_exact_below, ttl=count_ttl)
     stats_cache = StatsCache()
+    scraper = ProxyScraper(urls_from() if proxy_metrics_urls is None else proxy_metrics_urls)
     console = build_console(api_key, insecure_no_auth=insecure_no_auth)  # pages at / (issue 12)
     if with_scoring and scoring is None:
         scoring = ScoringService.from_env()
@@ -131,6 +135,7 @@ def create_app(
             PolicyController,
             AuditController,
             StatsController,
+            ProxyStatsController,
         ],
         guards=guards,
         security=[] if insecure_no_auth else [{"BearerToken": []}],
@@ -141,7 +146,7 @@ def create_app(
             health,
             ready,
             metrics_endpoint,
-            *([scoring_router(scoring)] if scoring else []),
+            *([scoring_router(scoring, admin_guards=guards)] if scoring else []),
             *console.route_handlers,
         ],
         template_config=console.template_config,
@@ -152,6 +157,7 @@ def create_app(
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
             "counts": Provide(lambda: counts, sync_to_thread=False),
             "stats_cache": Provide(lambda: stats_cache, sync_to_thread=False),
+            "proxy_scraper": Provide(lambda: scraper, sync_to_thread=False),
             "keepalive_interval": Provide(lambda: keepalive_interval, sync_to_thread=False),
             # DELETE /api/v1/keys/{id} empties this process's scoring-key cache at once.
             "key_cache": Provide(lambda: scoring.keys if scoring else None, sync_to_thread=False),

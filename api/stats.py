@@ -43,6 +43,8 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 from psycopg import sql
 
+from addon.policy.model import PolicyError
+from addon.policy.parse import load_policy_text
 from api.errors import error_responses
 from api.events import IdFilter, Pool, PoolDep
 
@@ -370,6 +372,139 @@ async def compute_agents(pool: Pool, window: str, agent_id: str | None = None) -
     return AgentStatsList(window=window, from_=start, to=end, as_of=now, agents=out)
 
 
+# -- policy rule hits (GET /api/v1/stats/policies) -----------------------------------------------
+
+
+class PolicyActions(msgspec.Struct, kw_only=True):
+    """Decisions in the window by what they did: a call refused (``block``), PII redacted,
+    tags set, log rules matched. One decision is one pass (request or response) of one call
+    with at least one matching rule; it may count under several actions."""
+
+    block: int
+    redact: int
+    tag: int
+    log: int
+
+
+class RuleHits(msgspec.Struct, kw_only=True):
+    """How often one rule matched in the window.
+
+    ``action`` and ``enabled`` are the rule's in the active version (``null`` for a rule that
+    only older versions had). ``hits`` = ``request`` + ``response`` (passes that matched);
+    ``blocked``: calls this rule refused (the first matching ``block`` rule of a request pass).
+    """
+
+    rule: str
+    action: str | None
+    enabled: bool | None
+    hits: int
+    request: int
+    response: int
+    blocked: int
+
+
+class PolicyStats(msgspec.Struct, kw_only=True, rename={"from_": "from"}):
+    """``GET /api/v1/stats/policies``: rule matches recorded in ``events.policy_decisions``."""
+
+    window: str
+    from_: datetime
+    to: datetime
+    as_of: datetime
+    policy_version: int | None
+    decisions: int
+    actions: PolicyActions
+    rules: list[RuleHits]
+
+
+#: At most this many rules that are not in the active version (old names), most hit first.
+OTHER_RULES_MAX = 200
+
+# One scan of the window's events that have decisions. A response event repeats its call's
+# request-pass decisions (the proxy keeps one list per call), so each event counts only the
+# decisions of its own pass (``phase = direction``): every pass of every call exactly once.
+# One row per (decision, matched rule); the grand total (GROUPING = 1) counts each decision once
+# (its first rule, ``n = 1``: a decision always names at least one rule).
+_POLICY_HITS_Q = sql.SQL(
+    """
+SELECT GROUPING(r.rule), r.rule, count(*),
+       count(*) FILTER (WHERE d->>'phase' = 'request'),
+       count(*) FILTER (WHERE d->>'phase' = 'response'),
+       count(*) FILTER (WHERE d->>'block' = r.rule),
+       count(*) FILTER (WHERE r.n = 1),
+       count(*) FILTER (WHERE r.n = 1 AND d ? 'block'),
+       count(*) FILTER (WHERE r.n = 1 AND d ? 'redact'),
+       count(*) FILTER (WHERE r.n = 1 AND d ? 'tags'),
+       count(*) FILTER (WHERE r.n = 1 AND d ? 'logs')
+FROM events e
+CROSS JOIN LATERAL jsonb_array_elements(e.policy_decisions) d
+CROSS JOIN LATERAL jsonb_array_elements_text(
+    CASE WHEN jsonb_typeof(d->'matched') = 'array' THEN d->'matched' END
+) WITH ORDINALITY AS r(rule, n)
+WHERE e."timestamp" >= %(from)s AND e."timestamp" < %(to)s
+  AND e.policy_decisions IS NOT NULL AND jsonb_typeof(e.policy_decisions) = 'array'
+  AND d->>'phase' = e.direction
+GROUP BY GROUPING SETS ((r.rule), ())
+"""
+)
+_ACTIVE_POLICY_Q = "SELECT id, yaml FROM policy_versions ORDER BY id DESC LIMIT 1"
+
+
+async def active_policy_id(pool: Pool) -> int | None:
+    """Id of the active policy version (the newest), or None before the first one."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT max(id) FROM policy_versions")).fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else None
+
+
+async def compute_policy_hits(pool: Pool, window: str) -> PolicyStats:
+    """Rule matches in ``window`` now (uncached), the active version's rules first (file order,
+    unmatched ones with zeros), then rules of older versions, most hit first."""
+    now = datetime.now(UTC)
+    start, end, _bucket = window_bounds(window, now)
+    async with pool.connection() as conn:
+        active = await (await conn.execute(_ACTIVE_POLICY_Q)).fetchone()
+        rules: dict[str, tuple[str, bool]] = {}
+        if active is not None:
+            try:
+                policy = load_policy_text(active[1], "policy")
+                rules = {r.name: (r.action, r.enabled) for r in policy.rules}
+            except PolicyError:  # stored versions compiled when put; a later parser may differ
+                rules = {}
+        rows = await (await conn.execute(_POLICY_HITS_Q, {"from": start, "to": end})).fetchall()
+    totals = next((r[6:] for r in rows if r[0] == 1), (0, 0, 0, 0, 0))
+    hits = {r[1]: r[1:6] for r in rows if r[0] == 0}
+    out: list[RuleHits] = []
+    for name, (action, enabled) in rules.items():
+        r = hits.pop(name, (name, 0, 0, 0, 0))
+        out.append(_rule_hits(r, action, enabled))
+    others = sorted(hits.values(), key=lambda r: (-int(r[1]), r[0]))[:OTHER_RULES_MAX]
+    out += [_rule_hits(r, None, None) for r in others]
+    return PolicyStats(
+        window=window,
+        from_=start,
+        to=end,
+        as_of=now,
+        policy_version=int(active[0]) if active is not None else None,
+        decisions=int(totals[0]),
+        actions=PolicyActions(
+            block=int(totals[1]), redact=int(totals[2]), tag=int(totals[3]), log=int(totals[4])
+        ),
+        rules=out,
+    )
+
+
+def _rule_hits(row: tuple[Any, ...], action: str | None, enabled: bool | None) -> RuleHits:
+    return RuleHits(
+        rule=str(row[0]),
+        action=action,
+        enabled=enabled,
+        hits=int(row[1]),
+        request=int(row[2]),
+        response=int(row[3]),
+        blocked=int(row[4]),
+    )
+
+
 # -- the cache -----------------------------------------------------------------------------------
 
 
@@ -472,5 +607,20 @@ class StatsController(Controller):
         ttl = _WINDOWS[window][2]
         result: AgentStatsList = await stats_cache.get(
             ("agents", window), ttl, lambda: compute_agents(pool, window)
+        )
+        return result
+
+    @get("/policies", operation_id="statsPolicies", responses=error_responses(400, 401))
+    async def policies(
+        self, pool: PoolDep, stats_cache: StatsCacheDep, window: WindowParam = "24h"
+    ) -> PolicyStats:
+        """Per policy rule, how many passes of calls it matched in the window (request and
+        response), how many calls it refused, and the window's decisions by action; the
+        active version's rules come first, with their action. Cached per window and active
+        version (``as_of``)."""
+        ttl = _WINDOWS[window][2]
+        version = await active_policy_id(pool)
+        result: PolicyStats = await stats_cache.get(
+            ("policies", window, version), ttl, lambda: compute_policy_hits(pool, window)
         )
         return result

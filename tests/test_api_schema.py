@@ -55,7 +55,8 @@ OPERATIONS = [
     "retireAgent", "listAgentEvents", "listSessions", "getSession", "verifySession", "health",
     "ready", "listBudgets", "createBudget", "getBudget", "updateBudget", "deleteBudget",
     "statsOverview", "statsAgents", "listKeys", "createKey", "revokeKey", "getPolicies",
-    "getPolicyVersion", "validatePolicy", "putPolicy", "listAudit",
+    "getPolicyVersion", "validatePolicy", "putPolicy", "listAudit", "statsPolicies", "statsProxies",
+    "listAllScores", "listScoreCustomers", "getCustomerScore",
 ]  # fmt: skip
 
 

@@ -181,6 +181,10 @@ class Recorder:
             "Bytes waiting in the spool.",
             lambda: w.stats.spool_bytes(),
         )
+        live.gauges["govrix_writer_lag_seconds"] = (
+            "Seconds events have waited with no batch committed or spooled (0: none waiting).",
+            lambda: w.stats.lag(),
+        )
         for name in (
             "enqueued",
             "written",

@@ -117,3 +117,9 @@ class ScoreSummary(msgspec.Struct):
     by_level: LevelCounts
     pending: int
     failed: int
+
+
+class CustomerSummary(ScoreSummary):
+    """One customer's line of `GET /api/v1/scores/customers`: the summary, and its latest score."""
+
+    last_scored_at: datetime | None

@@ -13,7 +13,13 @@ from typing import Any
 
 import msgspec
 
-from api.actions.schemas import EventScored, LevelCounts, ScoreDetail, ScoreSummary
+from api.actions.schemas import (
+    CustomerSummary,
+    EventScored,
+    LevelCounts,
+    ScoreDetail,
+    ScoreSummary,
+)
 from api.actions.store import Conn
 from api.scoring import ScoreComponent, Violation
 from api.scoring.bands import RISK_LEVELS
@@ -177,3 +183,101 @@ async def queue_status(conn: Conn, customer_id: str, event_id: str) -> str | Non
     )
     row = await cur.fetchone()
     return str(row[0]) if row else None
+
+
+# --- every customer's scores, for the management API (bearer key; admin.py) -----------------
+
+_ALL_FILTER = """
+WHERE (%(c)s::text IS NULL OR s.customer_id = %(c)s)
+  AND (%(level)s::text IS NULL OR s.risk_level = %(level)s)
+  AND (%(agent)s::text IS NULL OR a.agent_id = %(agent)s)
+  AND (%(session)s::text IS NULL OR a.session_id = %(session)s)
+  AND (%(from)s::timestamptz IS NULL OR s.scored_at >= %(from)s)
+  AND (%(to)s::timestamptz IS NULL OR s.scored_at < %(to)s)
+"""
+
+
+async def list_all_scores(
+    conn: Conn,
+    *,
+    customer_id: str | None,
+    risk_level: str | None,
+    agent_id: str | None,
+    session_id: str | None,
+    from_date: datetime | None,
+    to_date: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[ScoreDetail], int]:
+    """A page of scores of every customer (or one), newest first, and the total."""
+    params = {
+        "c": customer_id,
+        "level": risk_level,
+        "agent": agent_id,
+        "session": session_id,
+        "from": from_date,
+        "to": to_date,
+        "limit": limit,
+        "offset": offset,
+    }
+    cur = await conn.execute(
+        _DETAIL_SELECT + _ALL_FILTER + " ORDER BY s.scored_at DESC, s.customer_id, s.event_id DESC"
+        " LIMIT %(limit)s OFFSET %(offset)s",
+        params,
+    )
+    items = [_detail(r) for r in await cur.fetchall()]
+    cur = await conn.execute(
+        "SELECT count(*) FROM scores s JOIN actions a USING (customer_id, event_id)" + _ALL_FILTER,
+        params,
+    )
+    total_row = await cur.fetchone()
+    return items, int(total_row[0]) if total_row else 0
+
+
+async def customer_summaries(
+    conn: Conn, from_date: datetime | None, to_date: datetime | None
+) -> list[CustomerSummary]:
+    """`summary` for every customer with a score in the window or a queued action, by id."""
+    cur = await conn.execute(
+        "SELECT s.customer_id, s.risk_level, count(*), sum(s.score), max(s.scored_at)"
+        " FROM scores s"
+        " WHERE (%(from)s::timestamptz IS NULL OR s.scored_at >= %(from)s)"
+        "   AND (%(to)s::timestamptz IS NULL OR s.scored_at < %(to)s)"
+        " GROUP BY s.customer_id, s.risk_level",
+        {"from": from_date, "to": to_date},
+    )
+    acc: dict[str, dict[str, Any]] = {}
+
+    def entry(customer_id: str) -> dict[str, Any]:
+        return acc.setdefault(
+            customer_id,
+            {"counts": dict.fromkeys(RISK_LEVELS, 0), "points": 0, "last": None, "q": (0, 0)},
+        )
+
+    for customer_id, level, n, pts, last in await cur.fetchall():
+        e = entry(customer_id)
+        e["counts"][level] = int(n)
+        e["points"] += int(pts)
+        e["last"] = last if e["last"] is None or last > e["last"] else e["last"]
+    cur = await conn.execute(
+        "SELECT customer_id, count(*) FILTER (WHERE status = 'pending'),"
+        " count(*) FILTER (WHERE status = 'failed') FROM scoring_queue GROUP BY customer_id"
+    )
+    for customer_id, pending, failed in await cur.fetchall():
+        entry(customer_id)["q"] = (int(pending), int(failed))
+    out = []
+    for customer_id in sorted(acc):
+        e = acc[customer_id]
+        total = sum(e["counts"].values())
+        out.append(
+            CustomerSummary(
+                customer_id=customer_id,
+                total=total,
+                average=round(e["points"] / total, 2) if total else None,
+                by_level=LevelCounts(**e["counts"]),
+                pending=e["q"][0],
+                failed=e["q"][1],
+                last_scored_at=e["last"],
+            )
+        )
+    return out

@@ -37,7 +37,7 @@ def create_app(database_url: str, settings: Settings | None = None) -> Litestar:
             await pool.close()
 
     return Litestar(
-        route_handlers=[scoring_router(service)],
+        route_handlers=[scoring_router(service)],  # no management API here
         lifespan=[lifespan, service.lifespan],
         exception_handlers={Exception: handle_exception},
     )

@@ -27,7 +27,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
-from api.console import live, login, pages
+from api.console import explore, live, login, manage, pages, risk, sessions
 from api.console.auth import ConsoleConfig, session_guard
 from api.console.web import STATIC, handle_console_exception, security_headers, template_config
 
@@ -41,6 +41,13 @@ _PAGES: list[Any] = [
     live.live_page,
     live.live_stream,
     login.logout,
+    *manage.PAGES,
+    sessions.sessions,
+    sessions.session_page,
+    explore.events,
+    explore.event_page,
+    risk.risk,
+    risk.action_page,
     *pages.NOT_BUILT,
 ]
 

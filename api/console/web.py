@@ -108,6 +108,19 @@ def security_headers(*, no_store: bool) -> Callable[[ASGIApp], ASGIApp]:
 DASH = "\N{EN DASH}"  # an absent value in a table
 
 
+def _size(value: Any) -> str:
+    """Bytes as ``0 B``, ``12.3 KB``, ``4.0 MB`` (powers of 1024)."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return DASH
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 def _num(value: Any) -> str:
     if value is None:
         return DASH
@@ -167,7 +180,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, usd=_usd, ts=_ts, ago=_ago, pct=_pct)
+    env.filters.update(num=_num, usd=_usd, ts=_ts, ago=_ago, pct=_pct, size=_size)
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
