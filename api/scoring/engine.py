@@ -357,6 +357,8 @@ class Engine:
             "provenance": facts["provenance"],
             "destination_provenance": facts["destination_provenance"],
             "instruction_in_tool_result": facts["instruction_in_tool_result"],
+            "injected_value_count": facts["injected_value_count"],
+            "injected_destination": facts["injected_destination"],
             "exfiltration": facts["exfiltration"],
             "bulk": facts["bulk"],
             "production": facts["is_production"],

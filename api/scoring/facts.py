@@ -9,8 +9,9 @@ data class on their own (`server_data_classes`); the tool's name, fields and val
 
 Given the conversation that produced a call (provenance.py, docs/provenance.md), its steering
 values are trusted (the user or system said them), untrusted (only a tool returned them) or
-invented; instruction cues in tool output and tool-returned tokens in an outbound payload are
-facts too. Without a conversation these facts are unknown and no rule on them fires.
+invented, and an untrusted value is *injected* when it sits next to text in a tool result that
+gives the model orders; instruction cues in tool output and tool-returned tokens in an outbound
+payload are facts too. Without a conversation these facts are unknown and no rule on them fires.
 
 Target scope (sensitivity_level): 0 → 0.6, 1 → 0.8, 2 → 1.0, 3 → 1.2, 4 → 1.5, absent → 1.0.
 MCP trust: no MCP context 1.0; verified local (stdio) 1.0; verified remote 1.1; verification
@@ -206,6 +207,11 @@ BASE_FACTS: dict[str, FactKind] = {
     "untrusted_value_count": FactKind.NUM,  # steering values only tool output holds
     "invented_value_count": FactKind.NUM,  # steering values found nowhere in the conversation
     "instruction_in_tool_result": FactKind.BOOL,  # a tool result addresses the model with orders
+    "request_in_tool_result": FactKind.BOOL,  # a tool result politely asks its reader to act
+    "requested_action": FactKind.BOOL,  # the user's or system's words ask for this kind of effect
+    "injected_value_count": FactKind.NUM,  # steering values from the text around such orders
+    "injected_destination": FactKind.BOOL,  # a destination among them
+    "injected_flow_count": FactKind.NUM,  # payload tokens (6+ chars) from that text
     "flow_token_count": FactKind.NUM,  # payload tokens (6+ chars) only a tool returned
     "exfiltration": FactKind.BOOL,  # an outbound call carries what a tool returned
 }
@@ -260,6 +266,11 @@ def _external_destination(params: dict[str, Any], scope_words: set[str]) -> bool
     return False
 
 
+def _top_key(path: str) -> str:
+    """``$.to`` and ``$.recipients[0]`` -> the top-level key (``to``, ``recipients``)."""
+    return path[2:].split(".", 1)[0].split("[", 1)[0] if path.startswith("$.") else ""
+
+
 def _utc_hour(ts: datetime | None) -> int | None:
     if ts is None:
         return None
@@ -299,9 +310,15 @@ def extract_facts(
     field_names: set[str] = set()
     data_classes: set[str] = set()
     unclassified = sensitive = 0
+    # A top-level argument that holds the call's destination (an address in "email" or
+    # "recipient") says where the data goes, not what data goes: its name classifies nothing,
+    # as its value is no PII sent (values.py).
+    dest_keys = {_top_key(x.path) for x in values}
     for item in event.data_fields_accessed:
         name, cls = classifier.classify_field(item)
         field_names.add(name)
+        if isinstance(item, str) and item in dest_keys and item in params:
+            continue
         if cls is None:
             unclassified += 1
         else:
@@ -448,6 +465,6 @@ def extract_facts(
         # Whether a destination is new is known only where counterparties are tracked.
         "new_destination": unknown_external if tracked else None,
         "deletion_scope": deletion_scope,
-        **provenance_facts(params, (x.path for x in values), verb_cls, conversation),
+        **provenance_facts(params, (x.path for x in values), verb_cls, conversation, v.classes),
         "_values": values,
     }
