@@ -1,10 +1,11 @@
 """Benchmark: bare mitmdump vs ``mitmdump -s addon/main.py`` vs the lean master (not a test).
 
-    scripts/govrix bench lean [--seconds 3] [--rounds 3]
+    scripts/govrix bench lean [--seconds 3] [--rounds 3] [--transport http,https]
 
 Three proxies with identical options (``scripts/bench_proxy/procs.py``: ``-q``,
 ``connection_strategy=lazy``, ``ssl_insecure``), the addon ones each recording into their own
-scratch database; one fake upstream in its own process; plain HTTP, keep-alive, concurrency 1 and
+scratch database; one fake upstream in its own process; plain HTTP and HTTPS (CONNECT, the
+proxy's own certificate towards the client, TLS to the upstream), keep-alive, concurrency 1 and
 32. Rounds alternate the order (forward, then reversed) and the medians over rounds are printed,
 with the proxy process's CPU per request from /proc. At the end the recorded events are counted,
 so a proxy that recorded nothing cannot pass for a fast one.
@@ -32,7 +33,7 @@ def _recorded(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def run(seconds: float, rounds: int) -> None:
+async def run(seconds: float, rounds: int, transports: list[str]) -> None:
     base = database.ready().url
     work = Path(tempfile.mkdtemp(prefix="govrix-bench-lean-"))
     cert = bench_upstream.make_cert(work / "upstream")
@@ -47,30 +48,37 @@ async def run(seconds: float, rounds: int) -> None:
     try:
         with running(*proxies):
             for r in range(rounds):
-                for conc in (1, 32):
-                    for p in proxies if r % 2 == 0 else proxies[::-1]:
-                        w = await load(p.target(upstream, tls=False), conc, 0.5, seconds, cpu=p.cpu)
-                        p.sent += w.sent
-                        done = max(1, len(w.latencies))
-                        cell = (len(w.latencies) / seconds, w.proxy_cpu / done * 1e6)
-                        results.setdefault((conc, p.name), []).append(cell)
-                        print(
-                            f"  round {r + 1} c={conc:<2} {p.name:14} {cell[0]:7.0f} req/s "
-                            f"CPU/req {cell[1]:6.0f} µs  errors {w.errors}",
-                            flush=True,
-                        )
+                for transport in transports:
+                    tls = transport == "https"
+                    for conc in (1, 32):
+                        for p in proxies if r % 2 == 0 else proxies[::-1]:
+                            w = await load(
+                                p.target(upstream, tls=tls), conc, 0.5, seconds, cpu=p.cpu
+                            )
+                            p.sent += w.sent
+                            done = max(1, len(w.latencies))
+                            cell = (len(w.latencies) / seconds, w.proxy_cpu / done * 1e6)
+                            results.setdefault((transport, conc, p.name), []).append(cell)
+                            print(
+                                f"  round {r + 1} {transport:5} c={conc:<2} {p.name:14} "
+                                f"{cell[0]:7.0f} req/s CPU/req {cell[1]:6.0f} µs  errors {w.errors}",
+                                flush=True,
+                            )
     finally:
         up.terminate()
         up.join(5)
-    print("\n| conc. | proxy | req/s (median) | vs bare | proxy CPU µs/req |")
-    print("|---|---|---|---|---|")
-    for conc in (1, 32):
-        bare = statistics.median(x[0] for x in results[(conc, "bare mitmdump")])
-        for p in proxies:
-            cells = results[(conc, p.name)]
-            rps = statistics.median(x[0] for x in cells)
-            cpu = statistics.median(x[1] for x in cells)
-            print(f"| {conc} | {p.name} | {rps:.0f} | {rps / bare:.2f} | {cpu:.0f} |")
+    print("\n| transport | conc. | proxy | req/s (median) | vs bare | proxy CPU µs/req |")
+    print("|---|---|---|---|---|---|")
+    for transport in transports:
+        for conc in (1, 32):
+            bare = statistics.median(x[0] for x in results[(transport, conc, "bare mitmdump")])
+            for p in proxies:
+                cells = results[(transport, conc, p.name)]
+                rps = statistics.median(x[0] for x in cells)
+                cpu = statistics.median(x[1] for x in cells)
+                print(
+                    f"| {transport} | {conc} | {p.name} | {rps:.0f} | {rps / bare:.2f} | {cpu:.0f} |"
+                )
     for p in proxies[1:]:
         print(f"{p.name}: sent {p.sent}, recorded {_recorded(p.dsn or '')}")
 
@@ -79,8 +87,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--transport", default="http,https", help="comma-separated: http, https")
     args = ap.parse_args()
-    asyncio.run(run(args.seconds, args.rounds))
+    transports = [t.strip() for t in args.transport.split(",") if t.strip()]
+    if not transports or set(transports) - {"http", "https"}:
+        ap.error("--transport: http, https or both")
+    asyncio.run(run(args.seconds, args.rounds, transports))
 
 
 if __name__ == "__main__":
