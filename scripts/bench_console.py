@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import random
 import secrets
@@ -40,13 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 POLICY = """\
 rules:
-  - name: no-cards-to-externals
-    when: {pii_types: {contains: credit_card}}
+  - name: no-big-models-for-interns
+    when:
+      - {field: agent_name, op: regex, value: "^intern-"}
+      - {field: model, op: in, value: [gpt-4o, o1]}
     action: block
-  - name: tag-big-prompts
-    when: {prompt_tokens: {gt: 4000}}
+    message: "interns may not use gpt-4o"
+  - name: tag-pii
+    when: [{field: pii_detected, op: eq, value: true}]
     action: tag
-    tags: [big-prompt]
+    tag: pii-restricted
 """
 
 
@@ -76,10 +80,11 @@ def _seed_management(url: str) -> dict[str, list[str]]:
                 create_key(conn, f"bench-customer-{i}", "pro")
         if conn.execute("SELECT count(*) FROM policy_versions").fetchone()[0] == 0:  # type: ignore[index]
             for who in ("bench", "bench-2"):
+                text = POLICY + f"# {who}\n"
                 conn.execute(
                     "INSERT INTO policy_versions (who, source, checksum, rule_count, yaml) "
-                    "VALUES (%s, 'api', md5(%s), 2, %s)",
-                    (who, who + POLICY, POLICY + f"# {who}\n"),
+                    "VALUES (%s, 'api', %s, 2, %s)",
+                    (who, hashlib.sha256(text.encode()).hexdigest(), text),
                 )
         scored = conn.execute("SELECT count(*) FROM scores").fetchone()[0]  # type: ignore[index]
         if scored == 0:
@@ -100,7 +105,7 @@ def _seed_management(url: str) -> dict[str, list[str]]:
                     "INSERT INTO scores (customer_id, event_id, score, risk_level, confidence, "
                     "reasoning, score_components, scoring_source, scorer_version, scored_at) "
                     "VALUES ('proxy', %s, %s, %s, 0.9, 'bench', "
-                    "'[{\"rule\": \"bench.row\", \"points\": 10}]', 'rules', 'bench', %s) "
+                    "'[{\"source\": \"rule\", \"name\": \"bench.row\", \"value\": 10, \"detail\": \"seeded\"}]', 'rules', 'bench', %s) "
                     "ON CONFLICT DO NOTHING",
                     [
                         (e, sc, levels[min(4, sc // 21)], at)
