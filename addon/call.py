@@ -15,7 +15,7 @@ from mitmproxy import http
 from addon import ids
 from addon.budgets import Reservation
 from addon.identity import Identity
-from addon.mcp import summary
+from addon.mcp import CallFacts, summary
 from addon.pii import Finding
 from addon.providers import RequestInfo
 from addon.route import OTHER, Route
@@ -48,6 +48,8 @@ class Call:
     tool_name: str | None = None
     rpc_id: Any = None
     risk: ScoreResult | None = None
+    #: What the inline score read that policies may test (``provenance``, ``destination``).
+    risk_facts: CallFacts | None = None
     # -- the response side
     status_code: int | None = None  # once its headers came
     content_type: str = ""  # of the response, read once in ``responseheaders``

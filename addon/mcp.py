@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -38,6 +38,26 @@ _FLOW_SESSIONS = 10_000  # sessions whose tool results are remembered (all forgo
 # What decoding a client's JSON can raise besides DecodeError: invalid UTF-8 inside a string,
 # nesting deeper than the decoder's recursion limit. Parsing never raises (DESIGN.md §4).
 _UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+class CallFacts(NamedTuple):
+    """What a policy may test of a scored call besides its risk level: classes, never values
+    (docs/policy.md, "Fields": ``provenance``, ``destination``)."""
+
+    #: Worst origin of the values that steer the call: ``untrusted`` (only a tool returned it),
+    #: ``invented`` (found nowhere in the conversation) or ``trusted``; None when it has none.
+    provenance: str | None
+    #: ``external`` (an outside party) or ``internal``; None when the call names no destination.
+    destination: str | None
+
+
+def call_facts(facts: dict[str, Any]) -> CallFacts:
+    provenance = facts.get("provenance")
+    destination = facts.get("destination")
+    return CallFacts(
+        provenance if isinstance(provenance, str) else None,
+        destination if isinstance(destination, str) else None,
+    )
 
 
 class McpCall(msgspec.Struct, frozen=True):
@@ -256,7 +276,7 @@ class InlineScorer:
         server: str | None = None,
         mcp_context: dict[str, Any] | None = None,
         conversation: Conversation | None = None,
-    ) -> tuple[ActionEvent, ScoreResult]:
+    ) -> tuple[ActionEvent, ScoreResult, CallFacts]:
         doc: dict[str, Any] = {
             "event_id": event_id,
             "action": action,
@@ -274,7 +294,7 @@ class InlineScorer:
         )
         self.remember(agent_id, action)
         self._remember_counterparties(agent_id, self.engine.counterparties(facts))
-        return event, result
+        return event, result, call_facts(facts)
 
     def score_mcp(
         self,
@@ -286,8 +306,8 @@ class InlineScorer:
         verified: bool,
         call: McpCall,
         timestamp: datetime,
-    ) -> tuple[ActionEvent, ScoreResult]:
-        """Score an MCP ``tools/call`` as ``mcp:<server>:<tool>``."""
+    ) -> tuple[ActionEvent, ScoreResult, CallFacts]:
+        """Score an MCP ``tools/call`` as ``mcp:<server>:<tool>`` (and what policies may test)."""
         return self._score(
             event_id=event_id,
             agent_id=agent_id,
@@ -325,7 +345,7 @@ class InlineScorer:
             args = {"_raw": arguments[:4096]}
         if not isinstance(args, dict):
             args = {"_value": args}
-        return self._score(
+        event, result, _facts = self._score(
             event_id=event_id,
             agent_id=agent_id,
             session_id=session_id,
@@ -334,6 +354,7 @@ class InlineScorer:
             arguments=args,
             conversation=conversation,
         )
+        return event, result
 
 
 def summary(result: ScoreResult) -> dict[str, Any]:

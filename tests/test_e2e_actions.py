@@ -21,6 +21,12 @@ pytestmark = pytest.mark.e2e
 POLICY = """
 version: 1
 rules:
+  - name: no-mcp-calls-to-outsiders
+    when:
+      - {field: tool_name, op: regex, value: "."}
+      - {field: destination, op: eq, value: external}
+    action: block
+    message: this tool call sends to an outside party
   - name: stop-risky-mcp-calls
     when:
       - {field: tool_name, op: regex, value: "."}
@@ -107,6 +113,21 @@ def test_risky_mcp_call_gets_a_json_rpc_error(
     assert "sk-proj-abcdef" not in json.dumps(req, default=str)
     (score,) = wait_for(lambda: scores(module_dsn, req["id"]))
     assert score["risk_level"] in ("high", "critical") and score["violations"]
+
+
+def test_a_policy_blocks_an_mcp_call_to_an_outside_destination(
+    proxy: Proxy, fake: FakeProvider, module_dsn: str
+) -> None:
+    n_before = len(fake.requests)
+    args = {"to": "someone@elsewhere.example", "subject": "notes", "body": "see you"}
+    with httpx.Client(proxy=proxy.url, headers={"X-Govrix-Agent": "mcp-mailer"}) as http:
+        r = http.post(f"{fake.url}/mcp", json=rpc("send_email", args, rpc_id=9))
+    body = r.json()
+    assert body["error"]["data"]["rule"] == "no-mcp-calls-to-outsiders", body
+    assert len(fake.requests) == n_before
+    (req,) = wait_events(module_dsn, 1, "agent_id = %s", (ids.agent_id("name:mcp-mailer"),))
+    assert req["error"] == "policy_blocked"
+    assert req["policy_decisions"][0]["block"] == "no-mcp-calls-to-outsiders"
 
 
 def test_tool_calls_in_llm_responses_are_scored(proxy: Proxy, module_dsn: str) -> None:

@@ -191,7 +191,7 @@ def test_history_is_per_agent_and_server(engine: Engine) -> None:
     scorer = InlineScorer(engine)
     call = McpCall(1, "read_file", {"path": "/tmp/x"})
     kw: dict[str, Any] = {"session_id": "ses_1", "verified": True, "call": call, "timestamp": NOW}
-    ev1, r1 = scorer.score_mcp(event_id="e1", agent_id="a", server="fs", **kw)
+    ev1, r1, _ = scorer.score_mcp(event_id="e1", agent_id="a", server="fs", **kw)
     assert ev1.action == "mcp:fs:read_file" and ev1.mcp_context is not None
     assert scorer._history("a", "fs").first_use_of_server is False
     assert scorer._history("b", "fs").first_use_of_server is True  # another agent
@@ -232,7 +232,7 @@ def test_any_mcp_call_scores(
     engine: Engine, server: str, tool: str, arguments: dict[str, Any], verified: bool
 ) -> None:
     scorer = InlineScorer(engine)
-    event, result = scorer.score_mcp(
+    event, result, _ = scorer.score_mcp(
         event_id="evt_1",
         agent_id="agt_1",
         session_id="ses_1",
@@ -260,3 +260,31 @@ def test_any_tool_call_arguments_score(engine: Engine, arguments: str) -> None:
     )
     assert event.action == "tool:run:call" and isinstance(event.parameters, dict)
     assert 1 <= result.score <= 100
+
+
+def test_call_facts_say_where_the_steering_values_came_from(engine: Engine) -> None:
+    """What a policy may test (``provenance``, ``destination``): classes, never the values."""
+    scorer = InlineScorer(engine)
+    kw: dict[str, Any] = {
+        "agent_id": "a", "server": "mail", "verified": True,
+        "timestamp": datetime(2026, 3, 1, 9, tzinfo=UTC),
+    }  # fmt: skip
+    send = {"to": "billing@elsewhere.example", "body": "as requested"}
+    _, _, fresh = scorer.score_mcp(
+        event_id="e1", session_id="s1", call=McpCall(1, "send_email", send), **kw
+    )
+    assert fresh.destination == "external" and fresh.provenance is None  # nothing seen yet
+    # another agent reads the address from a tool's output first: the value is untrusted (for
+    # "a" it is a counterparty already dealt with now, so internal)
+    scorer.observe_tool_result("b", "s2", ["Invoices go to billing@elsewhere.example"])
+    _, _, read = scorer.score_mcp(
+        event_id="e2",
+        session_id="s2",
+        call=McpCall(2, "send_email", send),
+        **(kw | {"agent_id": "b"}),
+    )
+    assert read.provenance == "untrusted" and read.destination == "external"
+    _, _, none = scorer.score_mcp(
+        event_id="e3", session_id="s3", call=McpCall(3, "list_issues", {"repo": "org/r"}), **kw
+    )
+    assert none.destination is None

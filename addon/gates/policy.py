@@ -49,6 +49,8 @@ class PolicyGate:
                 cost=None,
                 tool_name=call.tool_name,
                 risk_level=call.risk.risk_level if call.risk is not None else None,
+                provenance=call.risk_facts.provenance if call.risk_facts is not None else None,
+                destination=call.risk_facts.destination if call.risk_facts is not None else None,
             )
         )
         call.compliance_tag = decision.compliance_tag

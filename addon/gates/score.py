@@ -1,4 +1,5 @@
-"""An MCP ``tools/call`` scored inline, so that policies can block on ``risk_level``.
+"""An MCP ``tools/call`` scored inline, so that policies can block on ``risk_level`` and on what
+the score read (``provenance``, ``destination``).
 
 Never a refusal by itself; the verdict goes on the call (and, through a ``Score`` capture, into
 the ``actions``/``scores`` tables).
@@ -42,7 +43,7 @@ class ScoreMcp:
         call.tool_name, call.rpc_id = mcp_call.tool, mcp_call.rpc_id
         route = call.route
         name = self.servers.get(f"{route.host}:{route.port}") or self.servers.get(route.host)
-        event, result = self.scorer.score_mcp(
+        event, result, facts = self.scorer.score_mcp(
             event_id=call.request_id,
             agent_id=call.identity.agent_id,
             session_id=call.session_id,
@@ -52,6 +53,7 @@ class ScoreMcp:
             timestamp=datetime.fromtimestamp(call.started, UTC),
         )
         call.risk = result
+        call.risk_facts = facts
         row = score_row(self.customer_id, event, result)
         self.send(Score(call.identity.agent_id, event.action, list(row.action), list(row.score)))
         return None

@@ -22,6 +22,8 @@ def policy_context(
     cost: float | None,
     tool_name: str | None,
     risk_level: str | None,
+    provenance: str | None = None,
+    destination: str | None = None,
 ) -> PolicyContext:
     """The facts of one call, as the rules see them."""
     return PolicyContext(
@@ -37,6 +39,8 @@ def policy_context(
         tool_name=tool_name,
         direction=direction,
         risk_level=risk_level,
+        provenance=provenance,
+        destination=destination,
     )
 
 

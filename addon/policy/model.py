@@ -32,6 +32,10 @@ ACTIONS: Final[tuple[str, ...]] = ("block", "redact", "tag", "log")
 #: ``RISK_LEVELS`` (api/scoring/bands.py) is ordered: gt/gte/lt/lte on ``risk_level`` compare by it.
 
 DIRECTIONS: Final[tuple[str, ...]] = ("request", "response")
+#: Where the values steering a scored call came from (api/scoring/provenance.py).
+PROVENANCES: Final[tuple[str, ...]] = ("trusted", "untrusted", "invented")
+#: Whom a scored call is directed at (api/scoring/facts.py, ``destination``).
+DESTINATIONS: Final[tuple[str, ...]] = ("internal", "external")
 
 _STRING = FieldType("string")
 _NUMBER = FieldType("number")
@@ -50,6 +54,9 @@ FIELDS: Final[dict[str, FieldType]] = {
     "tool_name": _STRING,
     "direction": FieldType("string", DIRECTIONS),
     "risk_level": FieldType("level", RISK_LEVELS, name="risk level"),
+    # What the inline score of an MCP tools/call read in its arguments and conversation.
+    "provenance": FieldType("string", PROVENANCES),
+    "destination": FieldType("string", DESTINATIONS),
 }
 
 DEFAULT_COMPLIANCE_TAG: Final = "default"
@@ -111,3 +118,5 @@ class PolicyContext(msgspec.Struct, kw_only=True):
     tool_name: str | None = None
     direction: str | None = None
     risk_level: str | None = None
+    provenance: str | None = None
+    destination: str | None = None
