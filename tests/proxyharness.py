@@ -95,7 +95,7 @@ class Proxy:
             self.proc = subprocess.Popen(
                 cmd, env=env, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mitmdump exited: {self.log.read_text()}")
@@ -106,6 +106,7 @@ class Proxy:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.stop()  # never leave a proxy running that no fixture will stop
         raise RuntimeError(f"mitmdump did not listen: {self.log.read_text()}")
 
     def pid_file(self, env: dict[str, str]) -> Path:
