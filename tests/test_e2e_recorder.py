@@ -43,13 +43,17 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    """The process's command line; empty when it exited meanwhile (a killed recorder)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def recorders(proxy: Proxy) -> list[int]:
     assert proxy.proc is not None
-    return [
-        c
-        for c in children(proxy.proc.pid)
-        if b"addon.recorder" in Path(f"/proc/{c}/cmdline").read_bytes()
-    ]
+    return [c for c in children(proxy.proc.pid) if b"addon.recorder" in _cmdline(c)]
 
 
 def scrape(port: int) -> str:
