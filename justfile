@@ -42,6 +42,10 @@ apikey +args:
 test *args: lint
     {{py}} -m pytest "$@"
 
+# The README's console screenshots (docs/screenshots/*.png, 1280x800) from the browser tests.
+screenshots:
+    GOVRIX_SCREENSHOTS=1 {{py}} -m pytest -q tests/test_browser.py
+
 # ruff + mypy --strict on addon/ and api/.
 lint:
     .venv/bin/ruff check addon api scripts tests
