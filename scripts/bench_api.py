@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -22,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -143,6 +144,34 @@ async def _bench(
     return out
 
 
+@contextlib.contextmanager
+def running_api(url: str, key: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m api`` as the stack runs it (one uvicorn process) on a free port, once
+    ``/ready``; yields its base URL and stops it afterwards."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        env={**os.environ, "GOVRIX_DATABASE_URL": url, "GOVRIX_API_KEY": key, **(env or {})},
+        cwd=ROOT,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{api}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("API did not become ready")
+            time.sleep(0.1)
+        yield api
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -162,29 +191,8 @@ def main() -> int:
         print(f"loaded in {time.perf_counter() - t0:.0f} s", flush=True)
     samples = _samples(url)
     key = secrets.token_urlsafe(24)
-    port = _free_port()
-    env = {**os.environ, "GOVRIX_DATABASE_URL": url, "GOVRIX_API_KEY": key}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        cwd=ROOT,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("API did not become ready")
-            time.sleep(0.1)
+    with running_api(url, key) as api:
         results = asyncio.run(_bench(api, key, _cases(samples), args.requests, args.concurrency))
-    finally:
-        server.terminate()
-        server.wait(10)
     print()
     print(
         f"| GET (1 uvicorn process, {args.events:,} events, concurrency {args.concurrency}, "

@@ -21,8 +21,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,7 +31,7 @@ import psycopg
 
 from scripts import pgembed
 from scripts.apikey import create_key
-from scripts.bench_api import DB_NAME, _existing, _free_port
+from scripts.bench_api import DB_NAME, _existing, _free_port, running_api
 from scripts.bench_writer import scratch_db
 from scripts.gen_events import load
 
@@ -105,7 +103,7 @@ def _seed_management(url: str) -> dict[str, list[str]]:
                     "INSERT INTO scores (customer_id, event_id, score, risk_level, confidence, "
                     "reasoning, score_components, scoring_source, scorer_version, scored_at) "
                     "VALUES ('proxy', %s, %s, %s, 0.9, 'bench', "
-                    "'[{\"source\": \"rule\", \"name\": \"bench.row\", \"value\": 10, \"detail\": \"seeded\"}]', 'rules', 'bench', %s) "
+                    '\'[{"source": "rule", "name": "bench.row", "value": 10, "detail": "seeded"}]\', \'rules\', \'bench\', %s) '
                     "ON CONFLICT DO NOTHING",
                     [
                         (e, sc, levels[min(4, sc // 21)], at)
@@ -219,30 +217,10 @@ def main() -> int:
     with psycopg.connect(url) as conn:
         total = conn.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
     key = secrets.token_urlsafe(24)
-    port = _free_port()
-    env = {**os.environ, "GOVRIX_DATABASE_URL": url, "GOVRIX_API_KEY": key,
-           "GOVRIX_PROXY_METRICS_URLS": f"http://127.0.0.1:{_free_port()}/metrics"}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        cwd=ROOT,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("API did not become ready")
-            time.sleep(0.1)
+    # no proxy in this bench: its health panel reads a port nobody listens on (answered at once)
+    no_proxy = {"GOVRIX_PROXY_METRICS_URLS": f"http://127.0.0.1:{_free_port()}/metrics"}
+    with running_api(url, key, no_proxy) as api:
         results = asyncio.run(_bench(api, key, _cases(samples), args.requests, levels))
-    finally:
-        server.terminate()
-        server.wait(10)
     print()
     head = " | ".join(f"p50 / p95 ms, {c} client{'s' if c > 1 else ''}" for c in levels)
     print(f"| page ({total:,} events, 1 uvicorn process) | first ms | {head} |")
