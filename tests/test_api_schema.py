@@ -7,7 +7,6 @@ hit real rows. The endless SSE route is left out (it is tested in test_api_strea
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -35,14 +34,18 @@ CHECKS = [
 ]
 
 
-@pytest.fixture
-def api_schema(dsn: str, db: psycopg.Connection[Any], tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def api_schema(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One database and one live server for every operation of the module (what the
+    operations change, e.g. a budget made by ``createBudget``, only gives later ones more rows
+    to hit; each response is still checked against the schema)."""
     evs = make_events(40, sessions=4, agents=2, seed=11)
-    write_events(dsn, evs, tmp_path)
-    add_agent(db, evs[0].agent_id, "billing-agent")
-    _, key = create_key(db, "acme", "enterprise")
+    write_events(module_dsn, evs, tmp_path_factory.mktemp("schema-spool"))
+    with psycopg.connect(module_dsn, autocommit=True) as db:
+        add_agent(db, evs[0].agent_id, "billing-agent")
+        _, key = create_key(db, "acme", "enterprise")
     SCORING_AUTH["X-API-Key"] = key
-    with live_server(dsn) as srv:
+    with live_server(module_dsn) as srv:
         yield schemathesis.openapi.from_url(f"{srv.url}/schema/openapi.json")
 
 
