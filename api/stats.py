@@ -29,10 +29,7 @@ What is counted, per window (``"timestamp"`` in ``[from, to)``):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -45,6 +42,7 @@ from psycopg import sql
 
 from addon.policy.model import PolicyError
 from addon.policy.parse import load_policy_text
+from api.count_cache import RefreshingCache
 from api.errors import error_responses
 from api.events import IdFilter, Pool, PoolDep
 
@@ -508,61 +506,24 @@ def _rule_hits(row: tuple[Any, ...], action: str | None, enabled: bool | None) -
 # -- the cache -----------------------------------------------------------------------------------
 
 
-class StatsCache:
+class StatsCache(RefreshingCache):
     """Answers per key, served while fresh and while one background task recomputes them.
 
-    Concurrent first requests for a key share one computation. Values live in the process (one
-    per window and route: a handful), so memory is bounded by the number of windows.
+    Concurrent first requests for a key share one computation (api/count_cache.py). Values live
+    in the process (one per window and route: a handful), so memory is bounded by the number of
+    windows.
     """
 
-    def __init__(self) -> None:
-        self._values: dict[Hashable, tuple[Any, float]] = {}
-        self._inflight: dict[Hashable, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
     async def get(self, key: Hashable, ttl: float, compute: Callable[[], Awaitable[Any]]) -> Any:
-        hit = self._values.get(key)
-        if hit is not None:
-            value, at = hit
-            age = time.monotonic() - at
-            if age > ttl * MAX_STALE_TTLS:
-                return await self._compute(key, compute)  # after a long idle: never that old
-            if age > ttl and key not in self._inflight:
-                task = asyncio.create_task(self._refresh(key, compute))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            return value
-        return await self._compute(key, compute)
-
-    async def _compute(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            value = await compute()
-        except BaseException as e:
-            fut.set_exception(e)
-            fut.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
-            raise
-        finally:
-            self._inflight.pop(key, None)
-        fut.set_result(value)
-        self._values[key] = (value, time.monotonic())
+        hit = self._age(key)
+        if hit is None:
+            return await self._compute(key, compute)
+        value, age = hit
+        if age > ttl * MAX_STALE_TTLS:
+            return await self._compute(key, compute)  # after a long idle: never that old
+        if age > ttl:
+            self._refresh_later(key, compute)
         return value
-
-    async def _refresh(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            await self._compute(key, compute)
-        except Exception as e:  # a failed refresh keeps the old answer; the next request retries
-            log.warning("background stats refresh failed: %s", e)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 StatsCacheDep = NamedDependency[StatsCache]
