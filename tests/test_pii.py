@@ -983,3 +983,63 @@ def test_scanning_arbitrary_bytes_never_raises(data: bytes, pieces: list[str]) -
         for i in range(0, len(text), 5):
             stream.feed(text[i : i + 5])
         stream.findings("$")
+
+
+# JSON text inside a string (tool arguments) is scanned as it is, and each finding is placed at
+# the leaf that holds it, scanned with its own key: never a finding a scan of the decoded
+# document does not make, and the same ones wherever a value needs no context to be found.
+_SELF_EVIDENT = [
+    "jane.doe@example.com",
+    "078-05-1120",
+    "+44 20 7946 0958",
+    "4111 1111 1111 1111",
+    "10.20.30.40",
+    "GB82 WEST 1234 5698 7654 32",
+    "n/a",
+    "",
+]
+_NEEDS_CONTEXT = ["4155552671", "078051120", "version 1.2.3.4"]
+_AROUND = (
+    st.sampled_from(["", "note:\n", "see ", "Re: \t", 'said "']),
+    st.sampled_from(["", " thanks", "\n\nbye", '" ok', "."]),
+)
+_KEYS = st.sampled_from(["body", "to", "phone", "ssn", "order", "ref", "x-id", "notes"])
+
+
+def _documents(values: list[str], numbers: bool) -> st.SearchStrategy[dict[str, Any]]:
+    text = st.builds(lambda a, v, b: f"{a}{v}{b}", _AROUND[0], st.sampled_from(values), _AROUND[1])
+    leaf = text | st.integers(0, 10**10) if numbers else text
+    tree = st.recursive(
+        leaf,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+        max_leaves=8,
+    )
+    return st.dictionaries(_KEYS, tree, min_size=1, max_size=4)
+
+
+def _by_path(findings: list[Finding]) -> Counter[tuple[str, str]]:
+    return Counter({(f.type, f.path): f.count for f in findings})
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=_documents(_SELF_EVIDENT + _NEEDS_CONTEXT, numbers=True))
+def test_json_text_never_yields_a_finding_its_decoded_document_does_not(doc: dict[str, Any]) -> None:
+    as_text = _by_path(scan_segments([("$.args", json.dumps(doc))]))
+    decoded = _by_path(scan_json(doc, "$.args"))
+    assert as_text & decoded == as_text  # every (type, path) count within the decoded scan's
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=_documents(_SELF_EVIDENT, numbers=False))
+def test_json_text_findings_land_on_the_leaves_a_decoded_scan_names(doc: dict[str, Any]) -> None:
+    as_text = _by_path(scan_segments([("$.args", json.dumps(doc))]))
+    assert as_text == _by_path(scan_json(doc, "$.args"))
+
+
+def test_a_value_written_with_json_escapes_is_still_found_at_its_leaf() -> None:
+    # "\u0040" is '@': the text scan sees no e-mail there, nor is it a leaf's substring; the
+    # other value places, and the escaped one is left to the decoded document's own scan
+    text = '{"a": {"to": "jane.doe\\u0040example.com"}, "b": "mail bob.roe@example.org"}'
+    assert sorted(scan_segments([("$.x", text)]), key=lambda f: f.path) == [
+        Finding(type="email", count=1, path="$.x.b")
+    ]

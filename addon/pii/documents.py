@@ -76,47 +76,89 @@ def decoded_json(text: str) -> Any:
     return doc if isinstance(doc, dict | list) else None
 
 
-def _walk(doc: Any) -> tuple[list[str], list[int], list[int], list[tuple[int, str | int]]]:
-    """Every string and integer leaf of ``doc`` as a ``key: value`` line.
+def _leaves(doc: Any, tree: list[tuple[int, str | int]]) -> Iterator[tuple[str, str, int]]:
+    """Every string and integer leaf of ``doc`` as ``(key, value, path node)``, in document
+    order, lazily; ``tree`` receives the path tree (parent node, key or index; -1 is the root).
 
-    Returns the lines, each line's start offset and path node, and the path tree (parent node,
-    key or index; -1 is the root). A NUL ends each line: keyword look-behind stops there
-    (``validators.keyword_before``), so one leaf's key never lends context to the next value.
+    A leaf's key is the nearest one above it (a list's items share their list's key). JSON text
+    inside a string is decoded and walked too, up to ``_MAX_DEPTH`` deep.
     """
-    lines: list[str] = []
-    starts: list[int] = []
-    nodes: list[int] = []
-    tree: list[tuple[int, str | int]] = []
-    size = 0
     stack: list[tuple[Any, int, str, int]] = [(doc, -1, "", 0)]
     pop, push = stack.pop, stack.append
     while stack:
         value, node, label, depth = pop()
         if type(value) is str:
             inner = decoded_json(value) if depth < _MAX_DEPTH and len(value) > 1 else None
-            if inner is not None:
+            if inner is None:
+                yield label, value, node
+            else:
                 push((inner, node, label, depth + 1))
-                continue
         elif type(value) is dict:
             for key, item in reversed(value.items()):
                 tree.append((node, key))
                 push((item, len(tree) - 1, key, depth))
-            continue
         elif type(value) is list:
             for i in range(len(value) - 1, -1, -1):
                 tree.append((node, i))
                 push((value[i], len(tree) - 1, label, depth))
-            continue
         elif type(value) is int:
-            value = str(value)
-        else:
-            continue  # floats, booleans, null: nothing a detector could match
+            yield label, str(value), node
+        # floats, booleans, null: nothing a detector could match
+
+
+class _Lines:
+    """Leaves as ``key: value`` lines to scan in one pass, with each line's offset and node.
+
+    A NUL ends each line: keyword look-behind stops there (``validators.keyword_before``), so one
+    leaf's key never lends context to the next value.
+    """
+
+    __slots__ = ("lines", "nodes", "size", "starts", "tree")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.starts: list[int] = []
+        self.nodes: list[int] = []
+        self.tree: list[tuple[int, str | int]] = []
+        self.size = 0
+
+    def add(self, label: str, value: str, node: int) -> None:
         line = f"{label}: {value}\n\x00"
-        lines.append(line)
-        starts.append(size)
-        nodes.append(node)
-        size += len(line)
-    return lines, starts, nodes, tree
+        self.lines.append(line)
+        self.starts.append(self.size)
+        self.nodes.append(node)
+        self.size += len(line)
+
+
+def _every_leaf(doc: Any) -> _Lines:
+    lines = _Lines()
+    for label, value, node in _leaves(doc, lines.tree):
+        lines.add(label, value, node)
+    return lines
+
+
+def _leaves_holding(doc: Any, hints: list[str]) -> _Lines | None:
+    """The leaves that hold ``hints`` (matched texts, in text order), or None when one is in no
+    leaf (a value written with JSON escapes, or spanning two leaves).
+
+    Leaves come in the order of the JSON text, so each hint is looked for from where the
+    previous one was found, and the walk stops at the leaf holding the last one.
+    """
+    lines = _Lines()
+    leaves = _leaves(doc, lines.tree)
+    value, offset, kept = "", 0, True
+    for text in hints:
+        while (found := value.find(text, offset)) < 0:
+            step = next(leaves, None)
+            if step is None:
+                return None
+            label, value, node = step
+            offset, kept = 0, False
+        if not kept:
+            lines.add(label, value, node)
+            kept = True
+        offset = found + len(text)
+    return lines
 
 
 def _path(root: str, tree: list[tuple[int, str | int]], node: int) -> str:
@@ -130,33 +172,15 @@ def _path(root: str, tree: list[tuple[int, str | int]], node: int) -> str:
     return path
 
 
-def _holding(
-    lines: list[str], nodes: list[int], hints: list[str]
-) -> tuple[list[str], list[int], list[int]] | None:
-    """The lines that hold one of ``hints`` (with their starts and nodes), or None when a hint
-    is in no line (a value written with JSON escapes: the whole document is scanned then)."""
-    kept: list[int] = [i for i, line in enumerate(lines) if any(h in line for h in hints)]
-    if not all(any(h in lines[i] for i in kept) for h in hints):
-        return None
-    starts: list[int] = []
-    size = 0
-    for i in kept:
-        starts.append(size)
-        size += len(lines[i])
-    return [lines[i] for i in kept], starts, [nodes[i] for i in kept]
-
-
 def _scan_document(doc: Any, root: str, counts: _Counts, hints: list[str] | None = None) -> None:
     """Count ``doc``'s matches by leaf path. ``hints``, the values a scan of the document's text
-    found, limit the scan to the leaves that hold them (each still scanned whole, key included):
-    what the text scan found is known to be there, only its paths are not."""
-    lines, starts, nodes, tree = _walk(doc)
-    if hints:
-        held = _holding(lines, nodes, hints)
-        if held is not None:
-            lines, starts, nodes = held
+    found, limit the scan to the leaves that hold them (each still scanned whole, key included,
+    so that a leaf's own key is its context): what the text scan found is known to be there,
+    only its paths are not."""
+    lines = (_leaves_holding(doc, hints) if hints else None) or _every_leaf(doc)
+    starts, nodes, tree = lines.starts, lines.nodes, lines.tree
     paths: dict[int, str] = {}
-    for match in scan_text("".join(lines)):  # str offsets, like the line starts
+    for match in scan_text("".join(lines.lines)):  # str offsets, like the line starts
         leaf = bisect_right(starts, match.start) - 1
         path = paths.get(leaf)
         if path is None:

@@ -65,17 +65,18 @@ if _COMBINED.NumberOfCapturingGroups() != 0:
     raise RuntimeError("a candidate pattern in addon/pii has a capturing group")
 
 # JSON string escapes a scanned text may still hold (tool arguments as raw JSON text, a body
-# that did not parse): "\n" glues the next value to an 'n', so '\b' would fail. Each becomes two
-# spaces, which keeps every offset.
-_ESCAPES: Final = (b"\\n", b"\\t", b"\\r")
+# that did not parse): "\n" glues the next value to an 'n', so '\b' would fail, and '\"' hides
+# the quote a context word is followed by (Version=\"1.2.3.4\"). Each keeps its length (two
+# spaces; a space and the quote), so every offset holds.
+_ESCAPES: Final = ((b"\\n", b"  "), (b"\\t", b"  "), (b"\\r", b"  "), (b'\\"', b' "'))
 
 
 def unescaped(buf: bytes) -> bytes:
-    """``buf`` with backslash escapes of whitespace blanked out, offsets unchanged."""
+    """``buf`` with backslash escapes of whitespace and quotes blanked out, offsets unchanged."""
     if b"\\" not in buf:
         return buf
-    for escape in _ESCAPES:
-        buf = buf.replace(escape, b"  ")
+    for escape, blank in _ESCAPES:
+        buf = buf.replace(escape, blank)
     return buf
 
 
@@ -88,23 +89,30 @@ def scan_bytes(buf: bytes) -> list[Match]:
     view = None
     last_end = 0
     while pos < size:
-        start = match(UNANCHORED, buf, pos, size)[0][0]
+        start, first_end = match(UNANCHORED, buf, pos, size)[0]
         if start < 0:
             break
         if view is None:
             view = memoryview(buf)
         # Every detector matching here, in priority order: when the first fails validation, the
-        # next may still hold (an "sk-..." candidate that is really an email's local part).
+        # next may still hold (an "sk-..." candidate that is really an email's local part). The
+        # first one's span is the combined match's (an alternation is leftmost-first: at the
+        # leftmost start, the first alternative that matches wins, with its own span), so only
+        # the later ones need their own regex.
         span = None
+        cand_end = first_end
         for index in sorted(_AT_START.Match(view[start : start + _SET_WINDOW])):
-            cand_start, cand_end = _SINGLE[index].Match(ANCHOR_START, buf, start, size)[0]
-            if cand_start >= 0:
-                kind, validate = _BY_INDEX[index]
-                span = validate(buf, start, cand_end)
-                # a secret found by its keyword may start before it, never inside the last match
-                if span is not None and span[0] >= last_end and span[1] > span[0]:
-                    break
-                span = None
+            if cand_end < 0:
+                cand_end = _SINGLE[index].Match(ANCHOR_START, buf, start, size)[0][1]
+                if cand_end < 0:
+                    continue
+            kind, validate = _BY_INDEX[index]
+            span = validate(buf, start, cand_end)
+            # a secret found by its keyword may start before it, never inside the last match
+            if span is not None and span[0] >= last_end and span[1] > span[0]:
+                break
+            span = None
+            cand_end = -1
         if span is not None:
             found.append(Match(kind, span[0], span[1]))
             last_end = span[1]
