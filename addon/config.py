@@ -99,6 +99,7 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fail_mode: FailMode = "last_known"
     policy_file: str | None = None
     metrics_port: int = 4002
+    metrics_host: str = "127.0.0.1"
     retention_days: int | None = None
     pii_scan: bool = True
     identity_secret: str | None = None
@@ -123,6 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fail_mode: FailMode
     policy_file: Path | None
     metrics_port: int
+    #: Where the metrics endpoint listens (GOVRIX_PROXY_METRICS_HOST): loopback unless a
+    #: scraper on another host or pod must reach it.
+    metrics_host: str = "127.0.0.1"
     retention_days: int | None
     pii_scan: bool
     #: Regions whose national phone formats the PII scanner recognizes (GOVRIX_PII_PHONE_REGIONS).
@@ -327,6 +331,7 @@ def load(env: Mapping[str, str] | None = None, config_file: str | None = None) -
         fail_mode=fail_mode,  # type: ignore[arg-type]
         policy_file=Path(policy) if policy else None,
         metrics_port=int(num("GOVRIX_PROXY_METRICS_PORT", fc.metrics_port)),
+        metrics_host=env.get("GOVRIX_PROXY_METRICS_HOST") or fc.metrics_host,
         retention_days=retention,
         pii_scan=_bool("GOVRIX_PII_SCAN", env["GOVRIX_PII_SCAN"])
         if "GOVRIX_PII_SCAN" in env

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the proxy, served on ``127.0.0.1:GOVRIX_PROXY_METRICS_PORT`` (4002)."""
+"""Prometheus metrics of the proxy, served on ``GOVRIX_PROXY_METRICS_HOST`` (127.0.0.1) port
+``GOVRIX_PROXY_METRICS_PORT`` (4002). Counters and gauges only: no value of any call."""
 
 from __future__ import annotations
 

@@ -192,7 +192,7 @@ class Govrix:
                 self.policy_sync = PolicySync(self.policies, url).start()
             self._export_metrics()
             with contextlib.suppress(OSError):
-                metrics.serve(s.metrics_port)
+                metrics.serve(s.metrics_port, s.metrics_host)
         self.intake = Intake(
             Identifier(s.identity_secret),
             Router(s.openai_compatible_hosts),

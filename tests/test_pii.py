@@ -1023,7 +1023,9 @@ def _by_path(findings: list[Finding]) -> Counter[tuple[str, str]]:
 
 @settings(max_examples=200, deadline=None)
 @given(doc=_documents(_SELF_EVIDENT + _NEEDS_CONTEXT, numbers=True))
-def test_json_text_never_yields_a_finding_its_decoded_document_does_not(doc: dict[str, Any]) -> None:
+def test_json_text_never_yields_a_finding_its_decoded_document_does_not(
+    doc: dict[str, Any],
+) -> None:
     as_text = _by_path(scan_segments([("$.args", json.dumps(doc))]))
     decoded = _by_path(scan_json(doc, "$.args"))
     assert as_text & decoded == as_text  # every (type, path) count within the decoded scan's

@@ -443,3 +443,21 @@ def test_operator_commands_find_a_private_checkouts_cluster(tmp_path: Path) -> N
         pgembed.stop(c, mode="immediate")
         if c.base != c.state:
             shutil.rmtree(c.base, ignore_errors=True)
+
+
+def test_the_metrics_endpoint_listens_where_it_is_told(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    from addon import metrics
+    from scripts.bench_proxy import free_port
+
+    env = {"GOVRIX_HOME": str(tmp_path)}
+    assert config.load(env).metrics_host == "127.0.0.1"  # loopback unless asked
+    host = config.load(env | {"GOVRIX_PROXY_METRICS_HOST": "127.0.0.2"}).metrics_host
+    port = free_port()
+    metrics.serve(port, host)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+        assert b"# HELP" in response.read()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass  # not on the default address as well
