@@ -13,7 +13,9 @@ system (or developer) wrote is trusted; what a tool returned is untrusted; the m
     $.input[i].output…                          Responses         untrusted (function_call_output)
     $.input[i].content… (role user/system/…)    Responses         trusted
 
-Dialects without roles give no conversation, and the provenance facts stay unknown.
+Dialects without roles give no conversation, and the provenance facts stay unknown. The system's
+(and developer's) texts are *standing* instructions: trusted for provenance, but their verbs say
+what the user asked for only when the request holds no user message.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ _MESSAGE_RE: Final = re.compile(r"^\$\.(messages|input)\[(\d+)\](.*)$")
 _TRUSTED_ROLES: Final = frozenset({"system", "developer", "user"})
 _TOOL_ROLES: Final = frozenset({"tool", "function", "ipython"})
 _TOP_TRUSTED: Final = ("$.system", "$.instructions")
+
+
+_STANDING_ROLES: Final = frozenset({"system", "developer"})
+
+
+def is_standing(path: str, roles: list[str]) -> bool:
+    """A trusted text of the system or developer (standing instructions), not the user's."""
+    if path.startswith(_TOP_TRUSTED):
+        return True
+    m = _MESSAGE_RE.match(path)
+    if m is None:
+        return False
+    i = int(m.group(2))
+    return i < len(roles) and roles[i] in _STANDING_ROLES
 
 
 def segment_trust(path: str, roles: list[str]) -> str | None:
@@ -61,5 +77,5 @@ def conversation_of(info: RequestInfo) -> Conversation | None:
     for path, text in info.text:
         trust = segment_trust(path, info.roles)
         if trust is not None:
-            conv.add(trust, text)
+            conv.add(trust, text, standing=trust == TRUSTED and is_standing(path, info.roles))
     return conv

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from addon.mcp import InlineScorer, McpCall, tool_result_texts
 from addon.providers import RequestInfo, ResponseInfo, ToolCall, parse_request, provider_by_name
 from addon.recorder.tool_calls import score_tool_calls
-from addon.trust import conversation_of, segment_trust
+from addon.trust import conversation_of, is_standing, segment_trust
 from addon.wire import Begin
 from api.scoring import Engine, convert_action_event
 from api.scoring.facts import BASE_FACTS
@@ -506,6 +506,52 @@ def test_tool_result_texts_from_sse() -> None:
     assert tool_result_texts(b"\xff\xfe not json") == []
 
 
+def _chat(*messages: tuple[str, str]) -> RequestInfo:
+    body = json.dumps({"model": "m", "messages": [{"role": r, "content": c} for r, c in messages]})
+    return parse_request(OPENAI, "chat.completions", "/v1/chat/completions", body.encode())
+
+
+_CAPABLE_SYSTEM = "You are an assistant. You can send e-mails, transfer money and delete files."
+
+
+def test_a_system_prompt_listing_abilities_does_not_ask_for_them() -> None:
+    c = conversation_of(_chat(("system", _CAPABLE_SYSTEM), ("user", "Summarise my inbox.")))
+    assert c is not None
+    assert "money" not in " ".join(sorted(c.requested))  # whatever the family names are
+    summary_only = set(c.requested)
+    c2 = conversation_of(_chat(("user", "Summarise my inbox.")))
+    assert c2 is not None and c2.requested == summary_only  # the system prompt added nothing
+    assert c.locate("e-mails") == TRUSTED  # its words still count as trusted values
+
+
+def test_without_a_user_message_the_system_prompt_is_the_task() -> None:
+    alone = conversation_of(_chat(("system", _CAPABLE_SYSTEM)))
+    with_user = conversation_of(_chat(("system", _CAPABLE_SYSTEM), ("user", "hello")))
+    assert alone is not None and with_user is not None
+    assert alone.requested and not with_user.requested
+    # and a later system message never widens what the user asked for
+    later = conversation_of(_chat(("user", "hello"), ("system", _CAPABLE_SYSTEM)))
+    assert later is not None and not later.requested
+
+
+@pytest.mark.parametrize(
+    ("path", "roles", "expected"),
+    [
+        ("$.system", [], True),
+        ("$.instructions", [], True),
+        ("$.messages[0].content", ["system"], True),
+        ("$.messages[1].content[0].text", ["user", "developer"], True),
+        ("$.messages[0].content", ["user"], False),
+        ("$.input[0].content", ["user"], False),
+        ("$.messages[3].content", ["system"], False),  # no role known
+    ],
+)
+def test_standing_texts_are_the_system_and_developer(
+    path: str, roles: list[str], expected: bool
+) -> None:
+    assert is_standing(path, roles) is expected
+
+
 # --- adversarial inputs -------------------------------------------------------------------------
 
 
@@ -587,3 +633,13 @@ def test_recorder_remembers_mcp_tool_results(
 def test_tool_result_texts_never_raise(body: bytes) -> None:
     assert isinstance(tool_result_texts(body), list)
     assert isinstance(tool_result_texts(b"data: " + body), list)
+
+
+@pytest.mark.parametrize(
+    "words", ["adjust my rent payment", "amend the booking", "increase the limit to 500"]
+)
+def test_words_of_modification_ask_for_a_change(words: str) -> None:
+    from api.scoring.provenance import requested_families
+
+    change = requested_families("update the booking")
+    assert change and requested_families(words) >= change

@@ -208,7 +208,7 @@ BASE_FACTS: dict[str, FactKind] = {
     "invented_value_count": FactKind.NUM,  # steering values found nowhere in the conversation
     "instruction_in_tool_result": FactKind.BOOL,  # a tool result addresses the model with orders
     "request_in_tool_result": FactKind.BOOL,  # a tool result politely asks its reader to act
-    "requested_action": FactKind.BOOL,  # the user's or system's words ask for this kind of effect
+    "requested_action": FactKind.BOOL,  # the user's words (else the system's) ask for this kind
     "injected_value_count": FactKind.NUM,  # steering values from the text around such orders
     "injected_destination": FactKind.BOOL,  # a destination among them
     "injected_flow_count": FactKind.NUM,  # payload tokens (6+ chars) from that text

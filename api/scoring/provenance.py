@@ -265,8 +265,8 @@ class Conversation:
     """
 
     __slots__ = (
-        "_chars", "has_trusted", "injected", "instruction", "key", "request", "requested",
-        "trusted", "untrusted",
+        "_chars", "_standing", "has_trusted", "injected", "instruction", "key", "request",
+        "requested", "trusted", "untrusted", "user_spoke",
     )  # fmt: skip
 
     def __init__(self, key: Callable[[str], str] | None = None) -> None:
@@ -276,13 +276,19 @@ class Conversation:
         self.injected: set[str] = set()
         self.instruction = False
         self.request = False
-        #: The kinds of effect (verb families) the user's and system's words ask for.
+        #: The kinds of effect (verb families) the user's words ask for; the system's standing
+        #: instructions' when no user message is known (an agent whose task is its prompt).
         self.requested: set[str] = set()
+        self._standing: set[str] = set()
+        self.user_spoke = False
         self.has_trusted = False
         self._chars = 0
 
-    def add(self, trust: str, text: str) -> None:
-        """Index one message's text (``trust``: trusted or untrusted)."""
+    def add(self, trust: str, text: str, *, standing: bool = False) -> None:
+        """Index one message's text (``trust``: trusted or untrusted). ``standing``: a trusted
+        text of the system or developer rather than the user. A system prompt describes what
+        the agent *can* do ("you can send e-mails and pay bills"), so its verbs say what the
+        user asked for only while no user message is known."""
         room = MAX_CHARS - self._chars
         if room <= 0 or not text:
             return
@@ -290,7 +296,15 @@ class Conversation:
         self._chars += len(text)
         toks = tokens(text)
         if trust == TRUSTED:
-            self.requested |= requested_families(text)
+            if standing:
+                self._standing |= requested_families(text)
+                if not self.user_spoke:
+                    self.requested |= self._standing
+            else:
+                if not self.user_spoke:
+                    self.requested = set()  # the system's verbs stood in for the user's
+                    self.user_spoke = True
+                self.requested |= requested_families(text)
         if self.key is not None:
             toks = [self.key(t) for t in toks if len(t) >= MIN_FLOW_TOKEN]
         if trust == TRUSTED:
