@@ -53,6 +53,7 @@ lint:
 
 # Benchmarks (not tests): `bench writer`, `bench proxy`, `bench api`, `bench pii`, `bench engine`,
 # `bench injecagent` (the risk scorer on ../shared/eval/injecagent/), `bench lean` (the lean master),
-# `bench attacks` (AgentDojo + InjecAgent replayed through the real proxy; needs its own venv).
+# `bench attacks` (AgentDojo + InjecAgent replayed through the real proxy; needs its own venv),
+# `bench streams` (concurrent SSE streams), `bench proxy --peer litellm` (LiteLLM, own venv).
 bench what *args:
     {{py}} -m scripts.bench_{{what}} "${@:2}"

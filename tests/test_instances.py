@@ -4,6 +4,8 @@ a shared identity secret) and two API instances on one PostgreSQL.
 - A call through either proxy reaches the live stream of either API (each API listens to
   PostgreSQL itself), and the chains written by both proxies verify on the other API.
 - The kill switch flipped through one API is applied by both proxies within a second.
+- A budget shared by both proxies is overshot by at most one call per proxy (leases of budget
+  chunks, ``addon/budgets/leases.py``), under a burst split between them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from addon import ids
@@ -151,3 +154,64 @@ def test_a_block_through_one_api_is_applied_by_both_proxies_within_a_second(
     # and the other API says so too
     got: Any = httpx.get(f"{apis[1].url}/api/v1/agents/{aid}", headers=AUTH).json()
     assert got["status"] == "blocked" and got["metadata"]["reason"] == "test: two hosts"
+
+
+# -- a shared budget ----------------------------------------------------------------------------
+
+
+def _priced_call(proxy: Proxy, name: str, usage: tuple[int, int]) -> int:
+    with httpx.Client(
+        proxy=f"http://{name}:x@127.0.0.1:{proxy.port}", verify=proxy.ssl_context(), timeout=60
+    ) as http:
+        body = BODY | {"max_tokens": 50}
+        r = http.post(URL, json=body, headers={"x-fake-usage": f"{usage[0]},{usage[1]}"})
+        return r.status_code
+
+
+def test_a_budget_shared_by_both_proxies_is_overshot_by_one_call_each_at_most(
+    proxies: list[Proxy], module_dsn: str
+) -> None:
+    name = "two-hosts-budget"
+    aid = ids.agent_id("name:" + name)
+    per_call = 60  # what the fake provider reports; each call is reserved at several times more
+    limit = 6 * per_call
+    with psycopg.connect(module_dsn, autocommit=True) as db:
+        row = db.execute(
+            "INSERT INTO budgets (scope, agent_id, period, metric, limit_value) "
+            "VALUES ('agent', %s, 'daily', 'tokens', 0) RETURNING id",
+            (aid,),
+        ).fetchone()
+        assert row is not None
+        for p in proxies:  # both have it (a limit of 0 refuses at once)...
+            wait_for(lambda p=p: _priced_call(p, name, (0, 0)) == 429, timeout=10, interval=0.02)
+        db.execute("UPDATE budgets SET limit_value = %s WHERE id = %s", (limit, row[0]))
+        for p in proxies:  # ...and its new limit (a call that costs nothing is admitted)
+            wait_for(lambda p=p: _priced_call(p, name, (0, 0)) == 200, timeout=10, interval=0.02)
+
+        codes: list[int] = []
+        lock = threading.Lock()
+        barrier = threading.Barrier(24)
+
+        def one(p: Proxy) -> None:
+            barrier.wait(30)
+            code = _priced_call(p, name, (per_call - 10, 10))
+            with lock:
+                codes.append(code)
+
+        threads = [threading.Thread(target=one, args=(proxies[i % 2],)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        ok = codes.count(200)
+        assert ok + codes.count(429) == 24, sorted(set(codes))
+
+        def spent() -> int | None:
+            r = db.execute(
+                "SELECT tokens FROM budget_usage WHERE usage_key = %s", ("agent:" + aid,)
+            ).fetchone()
+            return int(r[0]) if r is not None and int(r[0]) == ok * per_call else None
+
+        total = wait_for(spent, timeout=10)
+    assert ok >= 0.8 * (limit // per_call)
+    assert total <= limit + len(proxies) * per_call  # one call per proxy instance at most

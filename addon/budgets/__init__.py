@@ -17,10 +17,20 @@ Per (usage key, period) this proxy knows:
 **Admission.** A call is reserved at an upper bound of what it can cost (:func:`call_cost`; the
 bound is explained in ``addon/providers/tokens.py``) and admitted while ``spent + reserved <
 limit`` for every budget that applies to it (its agent's and the global ones, daily and monthly,
-tokens and USD). Because no call in flight can cost more than its reservation, the budget can be
-exceeded by at most the real cost of the last call admitted: one call per proxy instance. (Other
-instances' reservations and settled usage are seen at their sync, about once a second: within
-that second, each instance may admit on its own view.)
+tokens and USD), and, with a database, while anything is left of what this proxy holds *on
+lease* (``leases.py``, ``budget_leases``): local admission stays in memory; the sync thread
+grants leases in one short locked transaction, never beyond ``limit - settled - the other
+instances' unexpired leases``. Because no call in flight can cost more than its reservation,
+each instance overshoots its lease, and all of them the budget, by at most the real cost of the
+last call it admitted: one call per proxy instance, however stale the views. Leases are asked
+for ahead of need (calls in flight plus a chunk: ``CHUNK_FRACTION`` of the room nobody holds, at
+least the largest call waiting; one call's worth once a key is idle ``LEASE_IDLE`` s), topped up
+when below half that chunk or when a call waits (at most every ``leases.MIN_GAP`` s), shrunk by
+what was settled and what is not needed at each sync, returned at ``stop()``. A lease counts for
+``LEASE_TTL`` s after the sync that renewed it: a crashed instance holds nothing after that.
+**Outage:** while the database is out of reach the current lease is used until it expires; then
+admission falls back to this proxy's own view (``spent + reserved < limit`` as last synced,
+exactly as before leases), an explicit choice: per-instance, not shared, enforcement.
 
 Bounds are loose (a prompt is reserved at its byte length, 3 to 5 times its real count for
 English), so a burst of calls against a nearly spent budget is refused for room that is only
@@ -35,7 +45,8 @@ calls needs that wait: without it, a burst admits ``limit / bound`` calls at fir
 admitted at no cost under ``"allow"``.
 
 The package, by concern: ``specs.py`` (the limits, their periods and integer units),
-``cost.py`` (a call's reservation bound), ``ledger.py`` (:class:`Budgets`: admission,
+``cost.py`` (a call's reservation bound), ``leases.py`` (how much lease to ask for and to
+grant), ``ledger.py`` (:class:`Budgets`: admission,
 reservations, settlement, in memory: the hot path), ``sync.py`` (the thread that keeps the ledger
 in step with PostgreSQL: limits, usage, published reservations).
 """
@@ -43,6 +54,7 @@ in step with PostgreSQL: limits, usage, published reservations).
 from __future__ import annotations
 
 from .cost import Cost, call_cost
+from .leases import CHUNK_FRACTION, LEASE_IDLE, LEASE_TTL
 from .ledger import IN_FLIGHT_RETRY_AFTER, Budgets, BudgetStats, Denial, Reason, Reservation
 from .specs import (
     METRICS,
@@ -59,7 +71,10 @@ from .specs import (
 from .sync import RESERVATION_TTL
 
 __all__ = [
+    "CHUNK_FRACTION",
     "IN_FLIGHT_RETRY_AFTER",
+    "LEASE_IDLE",
+    "LEASE_TTL",
     "METRICS",
     "PERIODS",
     "RESERVATION_TTL",

@@ -1,8 +1,10 @@
 """The processes under test: one ``mitmdump`` per proxy (bare, or with the addon and its own
-GOVRIX_* environment), started, awaited until ready, stopped; and the free ports they listen on."""
+GOVRIX_* environment; or the lean proxy with the exact command line ``scripts/govrix up`` runs),
+started, awaited until ready, stopped; and the free ports they listen on."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -13,9 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from scripts import plan
 
 from .client import Target
-from .cpu import children, cpu_of
+from .cpu import children, cpu_of, rss_of, tree_rss
 
 ROOT = Path(__file__).resolve().parents[2]
 MITMDUMP = Path(sys.executable).parent / "mitmdump"
@@ -36,6 +41,9 @@ class Proxy:
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     lean: bool = False  # the addon in its lean master (python -m addon.lean) instead of mitmdump -s
+    stack: bool = (
+        False  # the lean proxy with `up`'s own command line (stack_command), nothing added
+    )
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     sent: int = 0  # every request sent through it, warm-up included: 2 events each for the addon
@@ -49,8 +57,11 @@ class Proxy:
 
         ``connection_strategy=lazy`` is what the addon sets for itself at start, so the bare proxy
         gets it too; ``ssl_insecure`` because the fake upstream's certificate is self-signed;
-        ``-q`` as scripts/stack.py runs the proxy (no per-flow console output).
+        ``-q`` as scripts/stack.py runs the proxy (no per-flow console output). ``stack``: exactly
+        what ``up`` runs instead (``stack_command``), plus ``extra_args``.
         """
+        if self.stack:
+            return stack_command(self.port, self.home / "mitmproxy") + self.extra_args
         program = [sys.executable, "-m", "addon.lean"] if self.lean else [str(MITMDUMP)]
         cmd = [
             *program, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
@@ -112,6 +123,16 @@ class Proxy:
         pid = self.proc.pid
         return cpu_of(pid), sum(cpu_of(c) for c in children(pid))
 
+    def rss(self) -> int:
+        """Resident bytes: this mitmdump and its descendants (the recorder process)."""
+        assert self.proc is not None
+        return tree_rss(self.proc.pid)
+
+    def main_rss(self) -> int:
+        """Resident bytes of this mitmdump alone."""
+        assert self.proc is not None
+        return rss_of(self.proc.pid)
+
     def output(self) -> str:
         path = self.home / "mitmdump.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
@@ -137,8 +158,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stack_command(port: int, confdir: Path) -> list[str]:
+    """The proxy command line ``scripts/govrix up`` runs (``scripts/plan.children``, for a
+    default environment: one worker per two cores, regular mode, no reverse listeners), moved to
+    ``port`` and ``confdir`` so it cannot meet a running stack."""
+    args = argparse.Namespace(no_api=True, no_proxy=False, proxy_host="127.0.0.1")
+    cmds = [cmd for _, cmd in plan.children(args, env={})]
+    cmd = list(cmds[0])  # every worker runs the same command line
+    at = cmd.index("--listen-port")
+    cmd[at + 1] = str(port)
+    (conf,) = [i for i, a in enumerate(cmd) if a.startswith("confdir=")]
+    cmd[conf] = f"confdir={confdir}"
+    return cmd
+
+
+class Runs(Protocol):
+    """What ``running`` starts and stops: a ``Proxy``, or a peer gateway (peer.py)."""
+
+    def start(self) -> None: ...
+    def wait_ready(self, timeout: float = ...) -> None: ...
+    def stop(self) -> None: ...
+
+
 @contextmanager
-def running(*procs: Proxy) -> Iterator[None]:
+def running(*procs: Runs) -> Iterator[None]:
     try:
         for p in procs:
             p.start()

@@ -4,6 +4,7 @@ tables and the event check; and writing it in place of the previous one."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import re
@@ -158,16 +159,105 @@ def report(
     return "\n".join(out)
 
 
-def write_section(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace (or append) our "## Proxy" section; every other section is kept as it is now."""
+def write_section(
+    section: str, path: Path = ROOT / "BENCHMARKS.md", heading: str = "## Proxy ("
+) -> None:
+    """Replace (or append) the section whose heading starts with ``heading`` (our "## Proxy"
+    by default); every other section is kept as it is now."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     parts = re.split(r"(?m)^(?=## )", text)
-    kept = [p for p in parts if not p.startswith("## Proxy (")]
+    kept = [p for p in parts if not p.startswith(heading)]
     new = section.rstrip("\n") + "\n"
     if len(kept) < len(parts):  # replace in place
-        i = next(i for i, p in enumerate(parts) if p.startswith("## Proxy ("))
+        i = next(i for i, p in enumerate(parts) if p.startswith(heading))
         parts[i] = new + ("\n" if i < len(parts) - 1 else "")
         out = "".join(parts)
     else:
         out = text.rstrip("\n") + "\n\n" + new
     path.write_text(out)
+
+
+PEER_HEADING = "## Peer: LiteLLM"
+#: Issue 14: Govrix serves at least this many times LiteLLM's requests per CPU core.
+PEER_TARGET = 8.0
+
+
+def per_core(c: Cell) -> float:
+    """Requests per second per CPU core the proxy used (its process tree): 1 / CPU per request."""
+    cpu_us = c.proxy_cpu_us + (0.0 if math.isnan(c.recorder_cpu_us) else c.recorder_cpu_us)
+    return 1e6 / cpu_us if cpu_us > 0 else math.nan
+
+
+def peer_report(
+    args: argparse.Namespace,
+    facts: dict[str, str],
+    cells: dict[tuple[str, int, str], Cell],
+    names: list[str],
+    govrix_sent: int,
+    recorded: dict[str, int],
+) -> str:
+    """The "## Peer: LiteLLM" section: req/s, latency and req/s per core, HTTP."""
+    opts = f"--seconds {args.seconds:g} --warmup {args.warmup:g} --rounds {args.rounds}"
+    workers = ",".join(str(n) for n in args.peer_workers)
+    command = f"{COMMAND} --peer litellm --peer-only {opts} --peer-workers {workers}"
+    out = [
+        f"{PEER_HEADING} (`{COMMAND} --peer litellm`)",
+        "",
+        f"Reproduce: `{command}` (without `--peer-only` the Proxy section above is measured and "
+        f"rewritten too). Run {facts['utc']}; load average (1, 5, 15 min) "
+        f"{facts['load_before']} before, {facts['load_after']} after.",
+        "",
+        f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Python {facts['python']}, "
+        f"mitmproxy {facts['mitmproxy']}. Client, fake upstream and PostgreSQL share the CPUs.",
+        "",
+        "How the client reaches each: bare mitmdump (`-q --set connection_strategy=lazy --set "
+        "ssl_insecure=true`) and Govrix (the proxy command line `scripts/govrix up` runs, "
+        "`python -m addon.lean -q --mode regular ...`, recording into a scratch database) are "
+        "forward proxies: absolute-form `POST http://upstream/v1/chat/completions`. LiteLLM "
+        "(`litellm --config <generated> --num_workers N`, scripts/bench_proxy/peer.py: one model "
+        "on the fake upstream's OpenAI-compatible endpoint, no database, no master key, "
+        "telemetry off, its own venv) is a gateway: the client calls it as an OpenAI base URL, "
+        "`POST /v1/chat/completions` to its port, and LiteLLM makes its own request upstream. "
+        f"HTTP, keep-alive, the ~2 KB chat request, ~600 B JSON answer; {args.rounds} round(s) "
+        f"of {args.seconds:g} s per cell after {args.warmup:g} s warm-up, order reversed every "
+        "other round, pooled. CPU is utime + stime of each one's process tree (Govrix: proxy + "
+        "recorder; LiteLLM: master + workers); cores used = CPU seconds / wall seconds; req/s "
+        "per core = req/s / cores used.",
+        "",
+    ]
+    if facts.get("peer_note"):
+        out += [f"LiteLLM was not measured: {facts['peer_note']}", ""]
+    out += [
+        "| conc. | proxy | req/s | p50 ms | p99 ms | CPU µs/req | cores used | req/s per core "
+        "| per core vs LiteLLM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts: list[str] = []
+    for conc in args.concurrency:
+        peer = cells.get(("http", conc, "LiteLLM"))
+        peer_pc = per_core(peer) if peer else math.nan
+        for name in names:
+            c = cells[("http", conc, name)]
+            pc = per_core(c)
+            ratio = pc / peer_pc
+            out.append(
+                f"| {conc} | {name} | {c.rps:,.0f} | {_ms(c.p50)} | {_ms(c.p99)} "
+                f"| {1e6 / pc:,.0f} | {c.rps / pc:.2f} | {pc:,.0f} "
+                f"| {'n/a' if math.isnan(ratio) else f'{ratio:.2f}x'} |"
+            )
+            if name == "Govrix" and not math.isnan(ratio):
+                verdicts.append(
+                    f"c={conc}: {ratio:.2f}x, {'met' if ratio >= PEER_TARGET else 'missed'}"
+                )
+    errors = sum(c.errors for c in cells.values())
+    out += [
+        "",
+        f"Target (issue 14): Govrix >= {PEER_TARGET:g}x LiteLLM's (1 worker) req/s per core: "
+        + ("; ".join(verdicts) if verdicts else "not measured")
+        + ".",
+        "",
+        f"Govrix recorded {recorded['request']:,} request and {recorded['response']:,} response "
+        f"events for {govrix_sent:,} requests sent. Non-200 answers: {errors}.",
+        "",
+    ]
+    return "\n".join(out)

@@ -23,6 +23,16 @@ class Cell:
     recorder_cpu_us: float = float("nan")
 
 
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """The median and the 99th percentile (inclusive method: within the samples); NaN if none."""
+    if not values:
+        return float("nan"), float("nan")
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return q[49], q[98]
+
+
 def summarise(
     latencies: list[float],
     seconds: float,
@@ -31,13 +41,12 @@ def summarise(
     proxy_cpu: float = 0.0,
     recorder_cpu: float = 0.0,
 ) -> Cell:
-    lat = sorted(latencies)
-    if not lat:
+    if not latencies:
         return Cell(0.0, float("nan"), float("nan"), 0, sent, errors)
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [lat[0]] * 99
-    n = len(lat)
+    p50, p99 = p50_p99(latencies)
+    n = len(latencies)
     return Cell(
-        n / seconds, q[49] * 1e3, q[98] * 1e3, n, sent, errors,
+        n / seconds, p50 * 1e3, p99 * 1e3, n, sent, errors,
         proxy_cpu / n * 1e6, recorder_cpu / n * 1e6,
     )  # fmt: skip
 
