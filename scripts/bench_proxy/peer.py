@@ -20,12 +20,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from scripts.ports import http_ok
 
 from .client import Target
-from .cpu import rss_of, tree_cpu, tree_rss
-from .procs import ROOT, free_port
+from .cpu import tree_cpu
+from .procs import ROOT, LoggedProcess, free_port
 
 VENV = ROOT / ".govrix" / "bench" / "litellm-venv"
 #: Pinned: litellm 1.82.7 and 1.82.8 on the registry were a credential stealer (published
@@ -112,8 +113,10 @@ def config(upstream_port: int) -> str:
 
 
 @dataclass
-class LiteLLM:
+class LiteLLM(LoggedProcess):
     """One ``litellm`` gateway process (and its workers), in its own process group."""
+
+    LOG: ClassVar[str] = "litellm.log"
 
     name: str
     home: Path
@@ -142,7 +145,7 @@ class LiteLLM:
             "LITELLM_LOG": "ERROR",
             "NO_PROXY": "127.0.0.1,localhost",
         }
-        with open(self.home / "litellm.log", "wb") as log:
+        with open(self.home / self.LOG, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(),
                 env=env,
@@ -187,19 +190,6 @@ class LiteLLM:
         """CPU seconds so far of the whole gateway (master and workers), and 0 (no recorder)."""
         assert self.proc is not None
         return tree_cpu(self.proc.pid), 0.0
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        return tree_rss(self.proc.pid)
-
-    def main_rss(self) -> int:
-        """Resident bytes of the ``litellm`` process alone."""
-        assert self.proc is not None
-        return rss_of(self.proc.pid)
-
-    def output(self) -> str:
-        path = self.home / "litellm.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def target(self, upstream: object = None, *, tls: bool = False) -> Target:
         """Origin-form requests to the gateway itself (an OpenAI base URL), never through it."""

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from scripts import plan
 
@@ -30,9 +30,33 @@ MITMDUMP = Path(sys.executable).parent / "mitmdump"
 COMPATIBLE_HOSTS = "127.0.0.1=openai"
 
 
+class LoggedProcess:
+    """Memory and log of a benchmarked process started with its output in ``home / LOG``."""
+
+    LOG: ClassVar[str]
+    home: Path
+    proc: subprocess.Popen[bytes] | None
+
+    def rss(self) -> int:
+        """Resident bytes: the process and its descendants (a recorder, workers)."""
+        assert self.proc is not None
+        return tree_rss(self.proc.pid)
+
+    def main_rss(self) -> int:
+        """Resident bytes of the process alone."""
+        assert self.proc is not None
+        return rss_of(self.proc.pid)
+
+    def output(self) -> str:
+        path = self.home / self.LOG
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
 @dataclass
-class Proxy:
+class Proxy(LoggedProcess):
     """One ``mitmdump`` subprocess: bare, or with the addon and its own GOVRIX_* environment."""
+
+    LOG: ClassVar[str] = "mitmdump.log"
 
     name: str
     home: Path
@@ -86,7 +110,7 @@ class Proxy:
                 "GOVRIX_PROXY_METRICS_PORT": "0",
                 "GOVRIX_OPENAI_COMPATIBLE_HOSTS": COMPATIBLE_HOSTS,
             } | self.env
-        with open(self.home / "mitmdump.log", "wb") as log:
+        with open(self.home / self.LOG, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
             )
@@ -122,20 +146,6 @@ class Proxy:
         assert self.proc is not None
         pid = self.proc.pid
         return cpu_of(pid), sum(cpu_of(c) for c in children(pid))
-
-    def rss(self) -> int:
-        """Resident bytes: this mitmdump and its descendants (the recorder process)."""
-        assert self.proc is not None
-        return tree_rss(self.proc.pid)
-
-    def main_rss(self) -> int:
-        """Resident bytes of this mitmdump alone."""
-        assert self.proc is not None
-        return rss_of(self.proc.pid)
-
-    def output(self) -> str:
-        path = self.home / "mitmdump.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
     def target(self, upstream: Upstream, *, tls: bool) -> Target:
         return Target(
