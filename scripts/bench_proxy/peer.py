@@ -24,17 +24,18 @@ from typing import ClassVar
 
 from scripts.ports import http_ok
 
-from .client import Target
+from .client import API_KEY, Target
 from .cpu import tree_cpu
 from .procs import ROOT, LoggedProcess, free_port
 
 VENV = ROOT / ".govrix" / "bench" / "litellm-venv"
-#: Pinned: litellm 1.82.7 and 1.82.8 on the registry were a credential stealer (published
-#: 2026-03-24 from a hijacked maintainer account, BerriAI/litellm#24518). The whole resolution,
-#: dependencies included, is held to the registry as it was the day before, so a re-install never
-#: picks up a later release of litellm or of anything it pulls in.
-SPEC = "litellm[proxy]==1.82.6"
-EXCLUDE_NEWER = "2026-03-24T00:00:00Z"
+#: Pinned to the peer issue 14 measured (litellm 1.108.7, published 2026-11-12), and the whole
+#: resolution, dependencies included, held to the registry as it was the day after, so a
+#: re-install never picks up a later release of litellm or of anything it pulls in. Never an
+#: unpinned install: litellm 1.82.7 and 1.82.8 on the registry were a credential stealer
+#: (published 2026-03-24 from a hijacked maintainer account, BerriAI/litellm#24518).
+SPEC = "litellm[proxy]==1.108.7"
+EXCLUDE_NEWER = "2026-11-13T00:00:00Z"
 INSTALL_TIMEOUT_S = 600.0
 #: The model name clients ask for (``client.chat_body``'s model).
 MODEL = "gpt-4o-mini"
@@ -97,8 +98,17 @@ def install(venv: Path = VENV) -> Path:
     return exe
 
 
+def peer_spec() -> str:
+    """The pinned version, for reports."""
+    return SPEC.partition("==")[2]
+
+
 def config(upstream_port: int) -> str:
-    """One model served by the fake upstream; nothing else switched on."""
+    """One model served by the fake upstream; nothing else switched on.
+
+    The master key is the key the bench clients send (``client.API_KEY``): LiteLLM refuses to
+    start without one since 1.10x, and without a database it checks a request's key against it
+    alone, which is how a user runs it."""
     return (
         "model_list:\n"
         f"  - model_name: {MODEL}\n"
@@ -106,6 +116,8 @@ def config(upstream_port: int) -> str:
         f"      model: openai/{MODEL}\n"
         f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
         "      api_key: sk-bench-peer\n"
+        "general_settings:\n"
+        f"  master_key: {API_KEY}\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
         "  drop_params: true\n"

@@ -68,7 +68,8 @@ class Proxy(LoggedProcess):
     stack: bool = (
         False  # the lean proxy with `up`'s own command line (stack_command), nothing added
     )
-    port: int = 0
+    port: int = 0  # chosen at start unless set (the workers of one ``Workers`` share theirs)
+    worker: int = 1  # which of ``Workers`` this is: its pid file (``plan.worker_name``)
     proc: subprocess.Popen[bytes] | None = None
     sent: int = 0  # every request sent through it, warm-up included: 2 events each for the addon
 
@@ -99,7 +100,7 @@ class Proxy(LoggedProcess):
         return cmd + (["-s", str(ROOT / "addon" / "main.py")] if self.addon else [])
 
     def start(self) -> None:
-        self.port = free_port()
+        self.port = self.port or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOVRIX_")}
         if self.addon:
@@ -122,7 +123,8 @@ class Proxy(LoggedProcess):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name}: mitmdump exited: {self.output()}")
-            ready = self.ca.exists() and (not self.addon or (self.home / "proxy.pid").exists())
+            pid_file = self.home / f"{plan.worker_name(self.worker)}.pid"
+            ready = self.ca.exists() and (not self.addon or pid_file.exists())
             if ready:
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -154,6 +156,66 @@ class Proxy(LoggedProcess):
             tls,
             self.ca if tls else None,
         )
+
+
+@dataclass
+class Workers:
+    """``n`` Govrix proxies on one port as ``up`` runs them with ``GOVRIX_PROXY_WORKERS=n``
+    (``plan.worker_env``: SO_REUSEPORT, each its own pid file and spool, one database): the
+    kernel spreads new connections over them. Measured as one proxy: CPU and memory summed."""
+
+    name: str
+    home: Path
+    dsn: str
+    n: int
+    members: list[Proxy] = field(default_factory=list)
+    sent: int = 0
+
+    def __post_init__(self) -> None:
+        env = {"GOVRIX_PROXY_METRICS_PORT": "0"}  # scrape ports off, as for every bench proxy
+        self.members = [
+            Proxy(
+                f"{self.name} #{i}", self.home, addon=True, dsn=self.dsn, stack=True, worker=i,
+                env=plan.worker_env(i, self.n, env) | env,
+            )
+            for i in range(1, self.n + 1)
+        ]  # fmt: skip
+
+    @property
+    def port(self) -> int:
+        return self.members[0].port
+
+    def start(self) -> None:
+        """The first one alone until it is ready (it writes the CA the others load), then the
+        others on its port."""
+        first, *rest = self.members
+        first.start()
+        first.wait_ready()
+        for m in rest:
+            m.port = first.port
+            m.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        for m in self.members:
+            m.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds so far: the proxy processes, and their recorders."""
+        both = [m.cpu() for m in self.members]
+        return sum(p for p, _ in both), sum(r for _, r in both)
+
+    def rss(self) -> int:
+        return sum(m.rss() for m in self.members)
+
+    def main_rss(self) -> int:
+        return sum(m.main_rss() for m in self.members)
+
+    def target(self, upstream: Upstream, *, tls: bool) -> Target:
+        return self.members[0].target(upstream, tls=tls)
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from scripts.bench_writer import scratch_db
 
 from .client import Target, load, ttfb
 from .fixtures import add_budget, wait_events, write_policy
-from .peer import LiteLLM, PeerUnavailable, install
-from .procs import Proxy, Upstream, free_port, running
+from .peer import LiteLLM, PeerUnavailable, install, peer_spec
+from .procs import Proxy, Upstream, Workers, free_port, running
 from .report import PEER_HEADING, machine, peer_report, report, write_section
 from .stats import Cell, Pooled, summarise
 
 
 async def measure_pairs(
     pairs: list[tuple[str, int]],
-    proxies: tuple[Proxy | LiteLLM, ...],
+    proxies: tuple[Proxy | Workers | LiteLLM, ...],
     upstream: Upstream,
     args: argparse.Namespace,
 ) -> dict[tuple[str, int, str], Cell]:
@@ -98,28 +98,36 @@ async def run_peer(args: argparse.Namespace, base: str, work: Path, upstream: Up
     except PeerUnavailable as e:
         note = str(e)
         print(f"LiteLLM not measured: {note}", flush=True)
-    dsn = scratch_db(base, "govrix_bench_proxy_peer")
+    name = "govrix_bench_proxy_peer"
+    dsn = scratch_db(base, name)
     bare = Proxy("bare mitmdump", work / "peer-bare", addon=False)
     govrix = Proxy("Govrix", work / "peer-govrix", addon=True, dsn=dsn, stack=True)
-    proxies: tuple[Proxy | LiteLLM, ...] = (bare, govrix, *peers)
+    pools = [
+        Workers(f"Govrix x{n}", work / f"peer-govrix-{n}", scratch_db(base, f"{name}_{n}"), n)
+        for n in args.govrix_workers
+        if n > 1
+    ]
+    proxies: tuple[Proxy | Workers | LiteLLM, ...] = (bare, govrix, *pools, *peers)
     print("peer: bare mitmdump, Govrix (as `up` runs it), LiteLLM", flush=True)
     with running(*proxies):
         cells = await measure_pairs(
             [("http", c) for c in args.concurrency], proxies, upstream, args
         )
-        recorded = wait_events(dsn, govrix.sent)
-    if recorded["request"] < govrix.sent or recorded["response"] < govrix.sent:
-        print(
-            f"WARNING: Govrix sent {govrix.sent} requests but recorded {recorded}", file=sys.stderr
-        )
+        recorded = [(govrix.name, govrix.sent, wait_events(dsn, govrix.sent))] + [
+            (g.name, g.sent, wait_events(g.dsn, g.sent)) for g in pools
+        ]
+    for name, sent, got in recorded:
+        if got["request"] < sent or got["response"] < sent:
+            print(f"WARNING: {name} sent {sent} requests but recorded {got}", file=sys.stderr)
     facts = machine() | {
         "load_before": " ".join(f"{x:.2f}" for x in load_before),
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "utc": time.strftime("%Y-%m-%d %H:%M UTC", started),
         "peer_note": note,
+        "peer_version": peer_spec(),
     }
     names = [p.name for p in proxies]
-    return peer_report(args, facts, cells, names, govrix.sent, recorded)
+    return peer_report(args, facts, cells, names, recorded)
 
 
 async def run_proxy(args: argparse.Namespace, base: str, work: Path, upstream: Upstream) -> str:
@@ -206,6 +214,11 @@ def main() -> int:
     ap.add_argument(
         "--peer-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
         help="the peer's --num_workers, one column each (default 1,2)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--govrix-workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
+        help="with --peer: Govrix with GOVRIX_PROXY_WORKERS=N on one port, one column each for "
+        "N > 1 (default 1,2: one worker and two)",
     )  # fmt: skip
     ap.add_argument(
         "--peer-only", action="store_true",
