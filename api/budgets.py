@@ -11,6 +11,10 @@ What an answer says about usage, in the budget's unit (tokens, or dollars):
   deltas to ``budget_usage`` about once a second).
 - ``reserved``: what calls in flight hold, as each proxy instance published it at its last sync
   (``budget_reservations``; an instance silent for 10 s counts for nothing).
+- ``leased``: what proxy instances hold on lease (``budget_leases``, unexpired): the room each may
+  admit calls against without asking the database (addon/budgets/leases.py). It is part of
+  ``remaining``, not spent: an instance returns what it does not use, and a lease of a stopped
+  instance expires within seconds. With one instance it is what that instance holds.
 - ``remaining``: ``max(limit - spent - reserved, 0)``; ``period_ends_at``: next UTC midnight, or the
   first of next month.
 """
@@ -78,6 +82,7 @@ class BudgetOut(msgspec.Struct, kw_only=True):
     enabled: bool
     spent: float
     reserved: float
+    leased: float
     remaining: float
     period_starts_at: datetime
     period_ends_at: datetime
@@ -142,7 +147,8 @@ def _as_json(row: _Row) -> dict[str, Any]:
 
 
 async def _with_usage(conn: AsyncConnection[Any], rows: list[_Row]) -> list[BudgetOut]:
-    """Attach each budget's current-period spent and reserved (two queries for the page)."""
+    """Attach each budget's current-period spent, reserved and leased (three queries for the
+    page)."""
     today = datetime.now(UTC).date()
     keys: list[tuple[str, str, date]] = []
     for r in rows:
@@ -150,6 +156,7 @@ async def _with_usage(conn: AsyncConnection[Any], rows: list[_Row]) -> list[Budg
         keys.append((usage_key, r[3], _period_bounds(r[3], today)[0]))
     spent: dict[tuple[str, str, date], tuple[int, int]] = {}
     held: dict[tuple[str, str, date], tuple[int, int]] = {}
+    leased: dict[tuple[str, str, date], tuple[int, int]] = {}
     if keys:
         wanted = [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
         cur = await conn.execute(
@@ -169,6 +176,16 @@ async def _with_usage(conn: AsyncConnection[Any], rows: list[_Row]) -> list[Budg
             [*wanted, RESERVATION_TTL_S],
         )
         held = {(r[0], r[1], r[2]): (int(r[3]), int(r[4])) for r in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT l.usage_key, l.period, l.period_start, sum(l.tokens), sum(l.usd_micros) "
+            "FROM budget_leases l "
+            "JOIN unnest(%s::text[], %s::text[], %s::date[]) AS k(a, b, c) "
+            "ON l.usage_key = k.a AND l.period = k.b AND l.period_start = k.c "
+            "WHERE l.expires_at > now() "
+            "GROUP BY l.usage_key, l.period, l.period_start",
+            wanted,
+        )
+        leased = {(r[0], r[1], r[2]): (int(r[3]), int(r[4])) for r in await cur.fetchall()}
     out = []
     for r, key in zip(rows, keys, strict=True):
         metric = r[4]
@@ -188,6 +205,7 @@ async def _with_usage(conn: AsyncConnection[Any], rows: list[_Row]) -> list[Budg
                 enabled=r[6],
                 spent=_display(metric, s),
                 reserved=_display(metric, h),
+                leased=_display(metric, leased.get(key, (0, 0))[pick]),
                 remaining=_display(metric, max(limit - s - h, 0)),
                 period_starts_at=begins,
                 period_ends_at=ends,

@@ -55,6 +55,7 @@ def test_create_get_list_patch_delete_and_audit(
         "enabled": True,
         "spent": 0,
         "reserved": 0,
+        "leased": 0,
         "remaining": 50_000,
         "period_starts_at": (midnight - timedelta(days=1)).isoformat().replace("+00:00", "Z"),
         "period_ends_at": midnight.isoformat().replace("+00:00", "Z"),
@@ -118,8 +119,16 @@ def test_usage_spent_reserved_remaining(
     db.execute(
         "UPDATE budget_reservations SET updated_at = now() - interval '1 minute' WHERE instance = 'gone'"
     )
+    db.execute(
+        "INSERT INTO budget_leases (instance, usage_key, period, period_start, usd_micros, expires_at) "
+        "VALUES ('p1', %s, 'monthly', %s, 2000000, now() + interval '5 seconds'), "
+        "('p2', %s, 'monthly', %s, 250000, now() + interval '5 seconds'), "
+        "('gone', %s, 'monthly', %s, 9000000, now() - interval '1 second')",
+        ("agent:" + AGENT, start) * 3,
+    )
     got = client.get(f"/api/v1/budgets/{b['id']}").json()
-    assert (got["spent"], got["reserved"], got["remaining"]) == (2.5, 1.5, 6.0)
+    # leases are room the instances hold, not usage: remaining is unchanged by them
+    assert (got["spent"], got["reserved"], got["leased"], got["remaining"]) == (2.5, 1.5, 2.25, 6.0)
 
 
 BAD = [
