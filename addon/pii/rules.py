@@ -82,7 +82,7 @@ class Rule(NamedTuple):
     regex: Any  # compiled with its groups, matched anchored at a candidate's start
     secret_group: int  # 0: the first group that matched, else the whole match
     entropy: float
-    allow: Any | None  # the rule's allowlist regexes (against the secret), one alternation
+    allow: str | None  # the rule's allowlist regexes (against the secret), one alternation
     keywords: tuple[bytes, ...]  # one must occur near the match (gitleaks' prefilter)
 
 
@@ -240,7 +240,7 @@ def _rule(raw: _Rule, regex: str) -> Rule:
         regex=compile_raw(regex),
         secret_group=raw.secretGroup,
         entropy=raw.entropy,
-        allow=compile_raw("|".join(f"(?:{p})" for p in allow)) if allow else None,
+        allow="|".join(f"(?:{p})" for p in allow) if allow else None,
         keywords=tuple(k.lower().encode() for k in raw.keywords),
     )
 

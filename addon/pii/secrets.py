@@ -89,9 +89,15 @@ _PLACEHOLDER: Final = (
 )
 # gitleaks' global allowlist (variable references, booleans, paths) and the placeholders: one
 # search per secret.
-_NOT_SECRET: Final = compile_raw(
-    "|".join(f"(?:{pattern})" for pattern in [*global_allowlist(), _PLACEHOLDER])
-)
+_NOT_SECRET_PATTERN: Final = "|".join(f"(?:{p})" for p in [*global_allowlist(), _PLACEHOLDER])
+_NOT_SECRET: Final = compile_raw(_NOT_SECRET_PATTERN)
+# A rule's own allowlist and the global one in one program, so a secret costs one search (each
+# RE2 call is ~1 µs however short the value). Few rules have one (4 of gitleaks' 8.x set).
+_EXCLUDED: Final = {
+    rule.id: compile_raw(f"{rule.allow}|{_NOT_SECRET_PATTERN}")
+    for rule in (*RULES.vendor, *RULES.assign)
+    if rule.allow is not None
+}
 # A word or variable name, or a name=word setting (a connection string's "Protocol=https"): not
 # a secret.
 _ONLY_NAME: Final = compile_raw(r"[a-zA-Z_.\-]+(?:=[a-zA-Z_.\-]*)?")
@@ -167,11 +173,22 @@ _CHECKS: Final = {
 }
 
 
-def _secret_span(rule: Rule, buf: bytes, start: int) -> tuple[int, int] | None:
-    """The secret's span when ``rule`` accepts the text at ``start``."""
-    spans = rule.regex.Match(ANCHOR_START, buf, start, min(len(buf), start + _WINDOW))
-    if spans[0][0] < 0:
-        return None
+def _secret_span(
+    rule: Rule,
+    buf: bytes,
+    start: int,
+    spans: list[tuple[int, int]] | None = None,
+    keyword_end: int = -1,
+) -> tuple[int, int] | None:
+    """The secret's span when ``rule`` accepts the text at ``start``.
+
+    ``spans``: the rule's match at ``start`` with its groups, when the caller has it already.
+    ``keyword_end``: where one of the rule's keywords found at or after ``start`` ends, when the
+    caller found one (the keyword check is then already done if the match covers it)."""
+    if spans is None:
+        spans = rule.regex.Match(ANCHOR_START, buf, start, min(len(buf), start + _WINDOW))
+        if spans[0][0] < 0:
+            return None
     groups = spans[1:]
     if rule.secret_group and rule.secret_group <= len(groups):
         span = groups[rule.secret_group - 1]
@@ -182,13 +199,13 @@ def _secret_span(rule: Rule, buf: bytes, start: int) -> tuple[int, int] | None:
         return None
     # gitleaks runs a rule only where one of its keywords occurs; most keywords are the prefix
     # itself, a few are context (a bare 40-hex Sourcegraph token needs "sourcegraph" nearby).
-    if rule.keywords:
+    if rule.keywords and not (0 <= keyword_end <= spans[0][1]):
         near = buf[max(0, start - _KEYWORD_REACH) : spans[0][1]].lower()
         if not any(k in near for k in rule.keywords):
             return None
-    if rule.allow is not None and _search(rule.allow, value):
+    if len(set(value)) <= 2:  # one character repeated, or two: a placeholder
         return None
-    if not_a_secret(value):
+    if _search(_EXCLUDED.get(rule.id, _NOT_SECRET), value):
         return None
     check = _CHECKS.get(rule.id)
     if check is not None and not check(value):
@@ -207,15 +224,19 @@ def _first_rule(
     return None
 
 
-def _around_keyword(rule: Rule, buf: bytes, start: int) -> tuple[int, int] | None:
-    """The secret of ``rule``'s match that contains the keyword found at ``start``."""
+def _around_keyword(rule: Rule, buf: bytes, start: int, keyword_end: int) -> tuple[int, int] | None:
+    """The secret of ``rule``'s match that contains the keyword found at ``start`` (ending at
+    ``keyword_end``)."""
     pos, stop = max(0, start - _BEFORE_KEYWORD), min(len(buf), start + _WINDOW)
     while pos <= start:
-        match_start, match_end = rule.regex.Match(UNANCHORED, buf, pos, stop)[0]
+        # unanchored, with the groups: the match found is the one _secret_span would find
+        # anchored at its start, so it is handed over rather than matched twice
+        spans = rule.regex.Match(UNANCHORED, buf, pos, stop)
+        match_start, match_end = spans[0]
         if match_start < 0 or match_start > start:
             return None
         if match_end > start:
-            return _secret_span(rule, buf, match_start)
+            return _secret_span(rule, buf, match_start, spans, keyword_end)
         pos = max(match_end, match_start + 1)
     return None
 
@@ -224,16 +245,13 @@ def valid_vendor(buf: bytes, start: int, end: int) -> tuple[int, int] | None:
     """A vendor candidate: a keyword (or a short-keyword rule's match) at ``start``; the secret
     of the first rule, in file order, whose match holds it."""
     head = buf[start : start + MIN_KEYWORD].lower()
-    indices = sorted(
-        {
-            i
-            for keyword, rules in _BY_HEAD.get(head, ())
-            if buf[start : start + len(keyword)].lower() == keyword
-            for i in rules
-        }
-    )
-    for index in indices:
-        span = _around_keyword(RULES.vendor[index], buf, start)
+    owners: dict[int, int] = {}  # rule index -> end of its longest keyword found at start
+    for keyword, rules in _BY_HEAD.get(head, ()):
+        if buf[start : start + len(keyword)].lower() == keyword:
+            for i in rules:
+                owners[i] = max(owners.get(i, 0), start + len(keyword))
+    for index in sorted(owners):
+        span = _around_keyword(RULES.vendor[index], buf, start, owners[index])
         if span is not None:
             return span
     if _SHORT_SET is not None:
