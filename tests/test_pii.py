@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import random
 import string
@@ -31,6 +32,7 @@ from addon.pii import (
     scan_segments,
     scan_text,
     secrets,
+    validators,
 )
 from addon.pii.phones import valid_number
 
@@ -1045,3 +1047,32 @@ def test_a_value_written_with_json_escapes_is_still_found_at_its_leaf() -> None:
     assert sorted(scan_segments([("$.x", text)]), key=lambda f: f.path) == [
         Finding(type="email", count=1, path="$.x.b")
     ]
+
+
+_V6_TEXT = st.one_of(
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=6).map(lambda a: a.exploded),
+    st.text(alphabet="0123456789abcdefABCDEF:.g", min_size=2, max_size=45),
+    st.lists(st.integers(0, 0x1FFFF).map(lambda n: format(n, "x")), min_size=1, max_size=9).map(
+        ":".join
+    ),
+    st.tuples(
+        st.lists(st.integers(0, 0xFFFF).map(lambda n: format(n, "x")), max_size=7),
+        st.lists(
+            st.sampled_from(["0", "1", "10", "01", "255", "256", "99"]), min_size=4, max_size=4
+        ),
+    ).map(lambda t: ":".join([*t[0], ".".join(t[1])])),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_V6_TEXT)
+def test_ipv6_parser_agrees_with_ipaddress(text: str) -> None:
+    """The C parser the IPv6 validator uses reads every text as ``ipaddress`` does (a libc
+    that differs fails here)."""
+    try:
+        ipaddress.IPv6Address(text)
+        expected = True
+    except ValueError:
+        expected = False
+    assert validators.ipv6_parses(text) is expected

